@@ -1,0 +1,48 @@
+# Every target installs what it needs: uv (from PyPI, with the machine's Python), a virtual
+# environment, and the hashed lock. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(PYTHON) -m uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_CONFIG := 1
+
+$(BIN)/.synced: requirements-dev.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+.PHONY: help install run test lint fmt migrate lock bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(BIN)/.synced ## create .venv and install the locked dependencies
+
+run: $(BIN)/.synced ## serve the API (SQLite under data/, migrations applied) on 127.0.0.1:8000
+	$(BIN)/helpdesk serve
+
+test: $(BIN)/.synced ## run the whole test suite (PostgreSQL too when HELPDESK_TEST_DATABASE_URL is set)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.synced ## ruff (lint + format check) and mypy (strict on app/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(BIN)/.synced ## format and auto-fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(BIN)/.synced ## apply database migrations and exit
+	$(BIN)/helpdesk migrate
+
+lock: ## regenerate the hashed lock files from pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev -c requirements.lock --python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock

@@ -1,0 +1,1 @@
+"""Helpdesk (工单系统) backend."""

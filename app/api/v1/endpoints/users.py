@@ -1,0 +1,96 @@
+"""The caller's own account, and admin management of accounts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.api.v1.dependencies import AdminUser, Context, CurrentPrincipal, CurrentUser, PageDep, SessionDep, StaffUser
+from app.core.errors import (
+    Forbidden,
+    InvalidCursor,
+    LastAdmin,
+    UsernameTaken,
+    UserNotFound,
+    WrongPassword,
+    problem_responses,
+)
+from app.core.pagination import decode_cursor, encode_cursor
+from app.crud import crud_user
+from app.models.user import Role, User
+from app.schemas.common import Page
+from app.schemas.user import MeUpdate, UserBrief, UserCreate, UserMe, UserRead, UserUpdate
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserMe)
+async def read_me(user: CurrentUser) -> User:
+    return user
+
+
+@router.patch("/me", response_model=UserMe, responses=problem_responses(WrongPassword))
+async def update_me(body: MeUpdate, principal: CurrentPrincipal, ctx: Context, session: SessionDep) -> User:
+    return await ctx.users.update_me(session, principal.user, body, session_id=principal.session_id)
+
+
+@router.get(
+    "",
+    response_model=Page[UserRead] | Page[UserBrief],
+    responses=problem_responses(Forbidden),
+)
+async def list_users(
+    user: StaffUser,
+    session: SessionDep,
+    page: PageDep,
+    role: Annotated[Role | None, Query()] = None,
+) -> Page[UserRead] | Page[UserBrief]:
+    """Admins see every field; agents may list agents only (id and display name, for
+    assignee pickers)."""
+    if user.role != Role.admin and role != Role.agent:
+        raise Forbidden
+    after_id = _after_id(page.cursor)
+    rows = await crud_user.list_page(session, role=role, after_id=after_id, limit=page.limit)
+    next_cursor = encode_cursor({"id": rows[page.limit - 1].id}) if len(rows) > page.limit else None
+    rows = rows[: page.limit]
+    if user.role == Role.admin:
+        return Page[UserRead](items=[UserRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+    return Page[UserBrief](items=[UserBrief.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+def _after_id(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    value = decode_cursor(cursor).get("id")
+    if not isinstance(value, int):
+        raise InvalidCursor
+    return value
+
+
+@router.post(
+    "",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(Forbidden, UsernameTaken),
+)
+async def create_user(body: UserCreate, admin: AdminUser, ctx: Context, session: SessionDep) -> User:
+    return await ctx.users.create(session, body)
+
+
+@router.get("/{user_id}", response_model=UserRead, responses=problem_responses(Forbidden, UserNotFound))
+async def read_user(user_id: int, admin: AdminUser, session: SessionDep) -> User:
+    return await _get_user(session, user_id)
+
+
+@router.patch("/{user_id}", response_model=UserRead, responses=problem_responses(Forbidden, UserNotFound, LastAdmin))
+async def update_user(user_id: int, body: UserUpdate, admin: AdminUser, ctx: Context, session: SessionDep) -> User:
+    target = await _get_user(session, user_id)
+    return await ctx.users.admin_update(session, target, body)
+
+
+async def _get_user(session: SessionDep, user_id: int) -> User:
+    user = await crud_user.get(session, user_id)
+    if user is None:
+        raise UserNotFound
+    return user

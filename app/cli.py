@@ -1,0 +1,92 @@
+"""`helpdesk` command line: serve, migrate, create-admin, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Helpdesk (工单系统) backend", no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default: HELPDESK_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: HELPDESK_PORT)")] = None,
+) -> None:
+    """Serve the API; migrations are applied on start-up."""
+    import uvicorn
+
+    from app.core.config import load_settings
+
+    settings = load_settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,  # our JSON logging, configured by create_app
+        proxy_headers=False,  # X-Forwarded-For is believed only from HELPDESK_TRUSTED_PROXIES
+        server_header=False,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and exit."""
+    from app.core.config import load_settings
+    from app.db import migrate as migrations
+
+    settings = load_settings()
+    asyncio.run(migrations.upgrade(settings.resolved_database_url))
+    typer.echo(f"database at {', '.join(sorted(migrations.known_heads()))}")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    display_name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create an admin account (migrating first); does nothing if the username exists."""
+    created = asyncio.run(_create_admin(username, password, display_name))
+    typer.echo("admin created" if created else "username already exists; nothing changed")
+    if not created:
+        raise typer.Exit(code=1)
+
+
+async def _create_admin(username: str, password: str, display_name: str | None) -> bool:
+    from pydantic import ValidationError
+
+    from app.core.config import load_settings
+    from app.core.security import PasswordHasher
+    from app.db import migrate as migrations
+    from app.db.session import Database
+    from app.services.user import UserService
+
+    settings = load_settings()
+    await migrations.upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        service = UserService(settings.auth, hasher=PasswordHasher(settings.auth))
+        async with db.transaction() as session:
+            return await service.ensure_admin(session, username=username, password=password, display_name=display_name)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI document (JSON)."""
+    from app.core.config import load_settings
+    from app.main import create_app
+
+    typer.echo(json.dumps(create_app(load_settings(log_level="WARNING")).openapi(), ensure_ascii=False, indent=2))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,154 @@
+"""Typed settings: one root read from the environment (prefix HELPDESK_, nested with __) and .env.
+
+Nothing else reads os.environ. `load_settings()` also resolves the development secret key,
+which is generated once and kept under the data directory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a production server must not sign tokens with them.
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development", "please-change-me"}
+MIN_SECRET_LENGTH = 32
+
+
+class AuthSettings(BaseModel):
+    registration_open: bool = True
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=30)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # A spent refresh token presented again within this window returns the same successor
+    # (apps that refresh from two places at once); later it counts as theft.
+    refresh_reuse_grace_seconds: int = Field(default=30, ge=0)
+    # argon2id cost; tests lower these.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Login throttling: failed attempts per username, attempts per client IP.
+    login_failures_per_username: int = Field(default=5, ge=1)
+    login_failure_window_seconds: int = Field(default=300, ge=1)
+    login_attempts_per_ip: int = Field(default=30, ge=1)
+    login_ip_window_seconds: int = Field(default=60, ge=1)
+
+
+class WeChatSettings(BaseModel):
+    app_id: str | None = None
+    secret: SecretStr | None = None
+    base_url: str = "https://api.weixin.qq.com"
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.secret and self.secret.get_secret_value())
+
+
+class AttachmentSettings(BaseModel):
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HELPDESK_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    timezone: str = "Asia/Shanghai"
+    cors_origins: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    # Apply migrations when the app starts (every process takes the migration lock).
+    auto_migrate: bool = True
+    # Requests bodies above this are 413 (uploads have their own limit).
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    log_json: bool = True
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        if self.env == "production":
+            problem = secret_key_problem(self.secret_key)
+            if problem:
+                raise ValueError(
+                    f"HELPDESK_SECRET_KEY {problem}: production refuses to start without a "
+                    f"random key of at least {MIN_SECRET_LENGTH} characters "
+                    '(python3 -c "import secrets; print(secrets.token_urlsafe(48))")'
+                )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'helpdesk.db'}"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def signing_key(self) -> str:
+        if self.secret_key is None:
+            raise RuntimeError("secret key not resolved: build settings with load_settings()")
+        return self.secret_key.get_secret_value()
+
+
+def secret_key_problem(key: SecretStr | None) -> str | None:
+    if key is None:
+        return "is not set"
+    value = key.get_secret_value()
+    if value.strip().lower() in _PLACEHOLDER_SECRETS:
+        return "is a placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def _development_secret(data_dir: Path) -> SecretStr:
+    """The key kept under data/: generated on first start so restarts keep sessions valid."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return SecretStr(value)
+
+
+def load_settings(**overrides: object) -> Settings:
+    settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings takes field kwargs
+    if settings.secret_key is None and settings.env == "development":
+        settings.secret_key = _development_secret(settings.data_dir)
+    return settings

@@ -1,0 +1,29 @@
+"""What the lifespan builds and the request handlers share: one object on app.state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from app.core.config import Settings
+from app.core.net import TrustedProxies
+from app.core.ratelimit import RateLimiter
+from app.db.session import Database
+from app.services.auth import AuthService
+from app.services.user import UserService
+from app.services.wechat import WeChatClient
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    http: httpx.AsyncClient
+    redis: Redis | None
+    limiter: RateLimiter
+    proxies: TrustedProxies
+    auth: AuthService
+    users: UserService
+    wechat: WeChatClient

@@ -1,0 +1,261 @@
+"""One error hierarchy rendered as RFC 9457 problem+json with a stable `code`.
+
+Domain code raises `AppError` subclasses; the handlers installed by `install_error_handlers`
+render them, FastAPI's validation errors, Starlette's HTTP errors (404 for unknown routes,
+405, 413) and unexpected exceptions (500 without internals, logged with the request id).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.i18n import FIELD_TEXTS, Lang, error_text, field_text, pick_language
+from app.core.logging import current_request_id
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    # True when the transaction must be committed although the request fails (e.g. revoking a
+    # session on refresh-token reuse must stick even though the answer is 401).
+    keeps_changes: ClassVar[bool] = False
+
+    def __init__(self, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(self.code)
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(AppError):
+    status, code = 400, "bad_request"
+
+
+class NotAuthenticated(AppError):
+    status, code = 401, "not_authenticated"
+
+    def __init__(self, **extra: Any) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"}, **extra)
+
+
+class InvalidToken(NotAuthenticated):
+    code = "invalid_token"
+
+
+class InvalidCredentials(AppError):
+    status, code = 401, "invalid_credentials"
+
+
+class UserDisabled(AppError):
+    status, code = 403, "user_disabled"
+
+
+class InvalidRefreshToken(AppError):
+    status, code = 401, "invalid_refresh_token"
+
+
+class RefreshTokenReused(AppError):
+    status, code = 401, "refresh_token_reused"
+    keeps_changes = True
+
+
+class Forbidden(AppError):
+    status, code = 403, "forbidden"
+
+
+class RegistrationClosed(AppError):
+    status, code = 403, "registration_closed"
+
+
+class NotFound(AppError):
+    status, code = 404, "not_found"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+class Conflict(AppError):
+    status, code = 409, "conflict"
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+
+
+class TooManyRequests(AppError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+
+
+class FieldProblem(AppError):
+    """A 422 about named fields, raised by services (e.g. a wrong current password)."""
+
+    status, code = 422, "validation_error"
+
+    def __init__(self, field: str, field_code: str, *, limit: object | None = None) -> None:
+        super().__init__()
+        self.field, self.field_code, self.limit = field, field_code, limit
+
+
+class WrongPassword(FieldProblem):
+    code = "wrong_password"
+
+    def __init__(self, field: str = "current_password") -> None:
+        super().__init__(field, "invalid_value")
+
+
+class NotReady(AppError):
+    status, code = 503, "not_ready"
+
+
+class InvalidCursor(AppError):
+    status, code = 400, "invalid_cursor"
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors an endpoint may answer, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error.code)
+    return {
+        status: {
+            "description": "problem+json; code: " + ", ".join(f"`{c}`" for c in codes),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status, codes in by_status.items()
+    }
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    code: str,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    lang = request_language(request)
+    body: dict[str, Any] = {
+        "type": f"https://helpdesk.invalid/problems/{code.replace('_', '-')}",
+        "title": error_text(code, "en"),
+        "status": status,
+        "detail": error_text(code, lang),
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    request_id = current_request_id()
+    if request_id:
+        body["request_id"] = request_id
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def request_language(request: Request) -> Lang:
+    return pick_language(request.headers.get("accept-language"))
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(AppError, exc)  # registered for AppError only
+    errors = None
+    if isinstance(exc, FieldProblem):
+        lang = request_language(request)
+        errors = [{"field": exc.field, "code": exc.field_code, "message": field_text(exc.field_code, lang, exc.limit)}]
+    return problem_response(request, exc.status, exc.code, headers=exc.headers, errors=errors, extra=exc.extra)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, exc)  # registered for HTTP errors only
+    code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+    return problem_response(request, exc.status_code, code, headers=dict(exc.headers or {}))
+
+
+# pydantic error type -> our field code
+_PYDANTIC_CODES = {
+    "missing": "required",
+    "string_too_long": "too_long",
+    "too_long": "too_long",
+    "string_too_short": "too_short",
+    "too_short": "too_short",
+    "value_error": "invalid_value",
+    "enum": "invalid_value",
+    "literal_error": "invalid_value",
+    "greater_than_equal": "too_small",
+    "greater_than": "too_small",
+    "less_than_equal": "too_large",
+    "less_than": "too_large",
+    "extra_forbidden": "unknown_field",
+}
+_LIMIT_KEYS = ("max_length", "min_length", "ge", "gt", "le", "lt")
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    # ("body", "title") -> "title"; ("query", "limit") -> "limit"; nested -> "a.b.0"
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts) or "body"
+
+
+def _field_code(error: dict[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    custom = ctx.get("field_code") if isinstance(ctx, dict) else None
+    if isinstance(custom, str):
+        return custom
+    kind = str(error.get("type", ""))
+    if kind in FIELD_TEXTS:  # our own PydanticCustomError types
+        return kind
+    if kind in _PYDANTIC_CODES:
+        return _PYDANTIC_CODES[kind]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return "invalid_type"
+    return "invalid_value"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(RequestValidationError, exc)  # registered for validation errors only
+    raw = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in raw):
+        return problem_response(request, 400, "malformed_json")
+    lang = request_language(request)
+    errors = []
+    for error in raw:
+        ctx = error.get("ctx") or {}
+        limit = next((ctx[k] for k in _LIMIT_KEYS if k in ctx), None)
+        code = _field_code(error)
+        errors.append(
+            {"field": _field_name(tuple(error.get("loc", ()))), "code": code, "message": field_text(code, lang, limit)}
+        )
+    return problem_response(request, 422, "validation_error", errors=errors)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Anything else escapes to RequestContextMiddleware, which logs it and answers a bare 500.

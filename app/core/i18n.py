@@ -1,0 +1,101 @@
+"""User-facing texts in Simplified Chinese (default) and English, chosen by Accept-Language."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Lang = Literal["zh", "en"]
+DEFAULT_LANG: Lang = "zh"
+
+# code -> (zh, en). Keys are the stable `code` values of problem+json responses.
+ERROR_TEXTS: dict[str, tuple[str, str]] = {
+    "internal_error": ("服务器内部错误，请稍后重试", "Internal server error; please try again later"),
+    "bad_request": ("请求无效", "Bad request"),
+    "malformed_json": ("请求体不是有效的 JSON", "The request body is not valid JSON"),
+    "validation_error": ("请求参数有误", "The request has invalid fields"),
+    "not_found": ("资源不存在", "Not found"),
+    "method_not_allowed": ("不支持该请求方法", "Method not allowed"),
+    "payload_too_large": ("请求体过大", "The request body is too large"),
+    "unsupported_media_type": ("不支持的内容类型", "Unsupported media type"),
+    "not_authenticated": ("请先登录", "Authentication required"),
+    "invalid_token": ("登录凭证无效或已过期，请重新登录", "The access token is invalid or expired"),
+    "forbidden": ("没有权限执行该操作", "You are not allowed to do this"),
+    "too_many_requests": ("请求过于频繁，请稍后再试", "Too many requests; try again later"),
+    "invalid_credentials": ("用户名或密码错误", "Wrong username or password"),
+    "user_disabled": ("该账号已被停用", "This account is disabled"),
+    "registration_closed": ("当前未开放注册", "Registration is closed"),
+    "username_taken": ("用户名已被占用", "This username is taken"),
+    "invalid_refresh_token": ("刷新令牌无效或已过期，请重新登录", "The refresh token is invalid or expired"),
+    "refresh_token_reused": (
+        "检测到刷新令牌被重复使用，该登录会话已全部注销，请重新登录",
+        "A spent refresh token was reused; every token of this session is revoked, log in again",
+    ),
+    "wrong_password": ("当前密码不正确", "The current password is wrong"),
+    "user_not_found": ("用户不存在", "User not found"),
+    "last_admin": ("不能停用或降级最后一个管理员", "The last active admin cannot be disabled or demoted"),
+    "wechat_login_disabled": ("未配置微信登录", "WeChat login is not configured"),
+    "wechat_code_invalid": ("微信登录凭证无效或已使用，请重新登录", "The WeChat login code is invalid or used"),
+    "wechat_user_blocked": ("该微信账号存在风险，暂时无法登录", "WeChat flagged this account as risky"),
+    "wechat_unavailable": ("微信服务暂时不可用，请稍后重试", "WeChat is unavailable; try again later"),
+    "wechat_misconfigured": ("微信登录配置有误，请联系管理员", "WeChat login is misconfigured; contact the admin"),
+    "not_ready": ("服务尚未就绪", "The service is not ready"),
+    "invalid_cursor": ("分页游标无效", "The pagination cursor is invalid"),
+}
+
+# Field-level problems in 422 responses: code -> (zh, en); {limit} is filled in where known.
+FIELD_TEXTS: dict[str, tuple[str, str]] = {
+    "required": ("必填", "This field is required"),
+    "too_long": ("长度不能超过 {limit}", "At most {limit} characters"),
+    "too_short": ("长度不能少于 {limit}", "At least {limit} characters"),
+    "blank": ("不能为空", "Must not be blank"),
+    "invalid_type": ("类型不正确", "Wrong type"),
+    "invalid_value": ("取值无效", "Invalid value"),
+    "invalid_email": ("邮箱格式不正确", "Not a valid email address"),
+    "invalid_username": (
+        "用户名只能包含字母、数字、汉字、下划线、点和短横线",
+        "Letters, digits, Chinese characters, '_', '.' and '-' only",
+    ),
+    "too_small": ("不能小于 {limit}", "Must be at least {limit}"),
+    "too_large": ("不能大于 {limit}", "Must be at most {limit}"),
+    "unknown_field": ("不支持的字段", "Unknown field"),
+    "field_not_allowed": ("无权设置该字段", "You may not set this field"),
+}
+
+
+def pick_language(accept_language: str | None) -> Lang:
+    """The best of zh/en by the header's q-values; Chinese when nothing matches."""
+    if not accept_language:
+        return DEFAULT_LANG
+    best: tuple[float, Lang] | None = None
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        lang: Lang | None = None
+        primary = tag.strip().lower().split("-")[0]
+        if primary == "en":
+            lang = "en"
+        elif primary == "zh":
+            lang = "zh"
+        if lang is None or quality <= 0:
+            continue
+        # Earlier entries win ties, as the header lists preferences in order.
+        key = quality - position * 1e-6
+        if best is None or key > best[0]:
+            best = (key, lang)
+    return best[1] if best else DEFAULT_LANG
+
+
+def error_text(code: str, lang: Lang) -> str:
+    zh, en = ERROR_TEXTS.get(code) or ERROR_TEXTS["internal_error"]
+    return en if lang == "en" else zh
+
+
+def field_text(code: str, lang: Lang, limit: object | None = None) -> str:
+    zh, en = FIELD_TEXTS.get(code, FIELD_TEXTS["invalid_value"])
+    text = en if lang == "en" else zh
+    return text.format(limit=limit) if limit is not None else text.replace(" {limit}", "")

@@ -1,0 +1,98 @@
+"""Engines and sessions for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite: WAL, busy_timeout and foreign keys on every connection. Transactions that may write
+start with BEGIN IMMEDIATE, so concurrent writers queue for the lock (up to busy_timeout)
+instead of failing with "database is locked" when a deferred read transaction tries to
+upgrade; reads stay deferred. This uses SQLAlchemy's documented recipe of taking BEGIN over
+from the sqlite3 driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+# Execution option that marks a connection whose transactions may write.
+WRITE_OPTION = "helpdesk_write"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = 30_000,
+    foreign_keys: bool = True,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    null_pool: bool = False,
+) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    if null_pool:
+        kwargs["poolclass"] = NullPool
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        if not null_pool:
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+        engine = create_async_engine(url, **kwargs)
+        _install_sqlite_hooks(engine, busy_timeout_ms=busy_timeout_ms, foreign_keys=foreign_keys)
+        return engine
+    if not null_pool:
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, pool_pre_ping=True)
+    return create_async_engine(url, **kwargs)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_keys: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when BEGIN is sent (see module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(WRITE_OPTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """Owns the engine and the session factories; created and disposed in the app lifespan."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = create_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._write_sessions = async_sessionmaker(writer, expire_on_commit=False, autoflush=False)
+
+    def session(self, *, write: bool) -> AsyncSession:
+        return (self._write_sessions if write else self._read_sessions)()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """A unit of work outside a request (start-up, CLI, jobs): commit or roll back."""
+        async with self.session(write=write) as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

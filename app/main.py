@@ -1,0 +1,144 @@
+"""The FastAPI application factory. Nothing connects at import: the lifespan builds the
+database engine, the HTTP client and Redis, and closes them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from app.api.v1.router import api_router
+from app.core.config import Settings, load_settings
+from app.core.context import AppContext
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import MethodOverrideMiddleware, RequestContextMiddleware
+from app.core.net import TrustedProxies
+from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.core.security import PasswordHasher, TokenSigner
+from app.db import migrate
+from app.db.session import Database
+from app.services.auth import AuthService
+from app.services.user import UserService
+from app.services.wechat import WeChatClient
+
+log = logging.getLogger(__name__)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; switch on `code`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+
+    app = FastAPI(
+        title="Helpdesk API",
+        version="0.1.0",
+        description="工单系统后端 API. Errors are application/problem+json with a stable `code`.",
+        lifespan=_lifespan,
+        max_body_size=settings.max_json_body_bytes,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(MethodOverrideMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["ETag", "X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(RequestContextMiddleware)
+    _add_problem_schema(app)
+    return app
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    url = settings.resolved_database_url
+    if settings.auto_migrate:
+        await migrate.upgrade(url)
+    migrate.known_heads()  # read the migration scripts once, not on the request path
+    db = Database(
+        url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    http = httpx.AsyncClient(follow_redirects=False)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    hasher = PasswordHasher(settings.auth)
+    signer = TokenSigner(settings.signing_key(), settings.auth.access_token_ttl_seconds)
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        http=http,
+        redis=redis,
+        limiter=limiter,
+        proxies=TrustedProxies(settings.trusted_proxies),
+        auth=AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter),
+        users=UserService(settings.auth, hasher=hasher),
+        wechat=WeChatClient(settings.wechat, http),
+    )
+    app.state.ctx = ctx
+    try:
+        await _bootstrap_admin(ctx)
+        yield
+    finally:
+        await http.aclose()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+
+
+async def _bootstrap_admin(ctx: AppContext) -> None:
+    settings = ctx.settings
+    if not (settings.admin_username and settings.admin_password):
+        return
+    async with ctx.db.transaction() as session:
+        created = await ctx.users.ensure_admin(
+            session, username=settings.admin_username, password=settings.admin_password.get_secret_value()
+        )
+    if created:
+        log.info("created the bootstrap admin %s", settings.admin_username)

@@ -1,0 +1,128 @@
+"""Login, refresh-token rotation with reuse detection, logout, and access-token checks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import AuthSettings
+from app.core.errors import (
+    InvalidCredentials,
+    InvalidRefreshToken,
+    InvalidToken,
+    RefreshTokenReused,
+    TooManyRequests,
+    UserDisabled,
+)
+from app.core.ratelimit import RateLimiter
+from app.core.security import InvalidAccessToken, PasswordHasher, TokenSigner, new_refresh_token, token_digest
+from app.crud import crud_auth_session, crud_user
+from app.db.base import utcnow
+from app.models.user import User
+from app.schemas.auth import TokenPair
+from app.schemas.common import normalize_username
+
+
+class AuthService:
+    def __init__(
+        self, settings: AuthSettings, *, hasher: PasswordHasher, signer: TokenSigner, limiter: RateLimiter
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.signer = signer
+        self.limiter = limiter
+
+    async def login(
+        self, session: AsyncSession, *, username: str, password: str, client_ip: str, user_agent: str | None
+    ) -> TokenPair:
+        username = normalize_username(username)
+        user_key = f"login:user:{username}"
+        await self._throttle(client_ip, user_key)
+        user = await crud_user.get_by_username(session, username)
+        # Verify even for an unknown name (against a dummy hash): both paths take as long.
+        valid = await self.hasher.verify(password, user.password_hash if user else None)
+        if user is None or not valid:
+            await self.limiter.hit(
+                user_key,
+                limit=self.settings.login_failures_per_username,
+                window=self.settings.login_failure_window_seconds,
+            )
+            raise InvalidCredentials
+        if not user.is_active:
+            raise UserDisabled
+        await self.limiter.reset(user_key)
+        return await self.start_session(session, user, client_ip=client_ip, user_agent=user_agent)
+
+    async def _throttle(self, client_ip: str, user_key: str) -> None:
+        s = self.settings
+        wait = await self.limiter.hit(
+            f"login:ip:{client_ip}", limit=s.login_attempts_per_ip, window=s.login_ip_window_seconds
+        )
+        wait = wait or await self.limiter.blocked_for(user_key, limit=s.login_failures_per_username)
+        if wait:
+            raise TooManyRequests(retry_after=wait)
+
+    async def start_session(
+        self, session: AsyncSession, user: User, *, client_ip: str | None, user_agent: str | None
+    ) -> TokenPair:
+        now = utcnow()
+        auth_session = await crud_auth_session.create_session(
+            session, user_id=user.id, now=now, user_agent=user_agent, client_ip=client_ip
+        )
+        raw = new_refresh_token()
+        await self._store_refresh_token(session, auth_session.id, raw, now)
+        return self._pair(user, auth_session.id, raw, now)
+
+    async def refresh(self, session: AsyncSession, raw_token: str) -> TokenPair:
+        now = utcnow()
+        token = await crud_auth_session.get_refresh_token(session, token_digest(raw_token))
+        if token is None or token.expires_at <= now:
+            raise InvalidRefreshToken
+        auth_session, user = token.session, token.session.user
+        if auth_session.revoked_at is not None or not user.is_active:
+            raise InvalidRefreshToken
+        successor = self.signer.refresh_successor(raw_token)
+        if token.used_at is None and await crud_auth_session.spend_refresh_token(session, token.id, now):
+            await self._store_refresh_token(session, auth_session.id, successor, now)
+            await crud_auth_session.touch_session(session, auth_session.id, now)
+            return self._pair(user, auth_session.id, successor, now)
+        # Spent before. Just now by a parallel request, or within the grace: the same successor.
+        spent_at = token.used_at or now
+        if now - spent_at <= timedelta(seconds=self.settings.refresh_reuse_grace_seconds):
+            return self._pair(user, auth_session.id, successor, now)
+        # Later: someone kept an old token. End the whole family; the error keeps this change.
+        await crud_auth_session.revoke_session(session, auth_session.id, now=now, reason="refresh_token_reused")
+        raise RefreshTokenReused
+
+    async def logout(self, session: AsyncSession, raw_token: str) -> int | None:
+        """Ends the session the token belongs to; returns its id (None for an unknown token)."""
+        token = await crud_auth_session.get_refresh_token(session, token_digest(raw_token))
+        if token is None:
+            return None
+        await crud_auth_session.revoke_session(session, token.session_id, now=utcnow(), reason="logout")
+        return token.session_id
+
+    async def authenticate(self, session: AsyncSession, access_token: str) -> tuple[User, int]:
+        """The active user behind a valid access token whose session is not revoked."""
+        try:
+            claims = self.signer.verify(access_token)
+        except InvalidAccessToken:
+            raise InvalidToken from None
+        user = await crud_auth_session.get_session_user(session, user_id=claims.user_id, session_id=claims.session_id)
+        if user is None or not user.is_active:
+            raise InvalidToken
+        return user, claims.session_id
+
+    async def _store_refresh_token(self, session: AsyncSession, session_id: int, raw: str, now: datetime) -> None:
+        await crud_auth_session.add_refresh_token(
+            session,
+            session_id=session_id,
+            token_hash=token_digest(raw),
+            now=now,
+            expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+        )
+
+    def _pair(self, user: User, session_id: int, refresh_token: str, now: datetime) -> TokenPair:
+        access = self.signer.issue(user_id=user.id, session_id=session_id, role=user.role.value, now=now)
+        return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=self.signer.ttl_seconds)

@@ -1,0 +1,154 @@
+"""Test harness.
+
+Every test that touches the database runs on SQLite, and again on PostgreSQL when
+HELPDESK_TEST_DATABASE_URL is set (CI sets it): the `database_url` fixture is parametrized per
+session. The schema is built by the real migrations (alembic upgrade head); tables are emptied
+before each test. Redis tests use HELPDESK_TEST_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import AuthSettings, Settings
+from app.db import migrate
+from app.db.session import create_engine, is_sqlite
+from app.main import create_app
+from app.models import Base, Role
+from app.schemas.user import UserCreate
+
+PG_URL = os.environ.get("HELPDESK_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("HELPDESK_TEST_REDIS_URL")
+DATABASES = ["sqlite", *(["postgresql"] if PG_URL else [])]
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+CLIENT_IP = "203.0.113.9"
+
+
+def cheap_auth(**overrides: Any) -> AuthSettings:
+    """argon2 parameters a test suite can afford; everything else as in production."""
+    values: dict[str, Any] = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
+    values.update(overrides)
+    return AuthSettings(**values)
+
+
+async def drop_everything(url: str) -> None:
+    """Leave the database as a fresh one: PostgreSQL keeps what a previous run left."""
+    if is_sqlite(url):
+        return
+    engine = create_engine(url, null_pool=True)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'helpdesk.db'}"
+    else:
+        assert PG_URL is not None
+        url = PG_URL
+        await drop_everything(url)
+    await migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def admin_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, null_pool=True)
+    yield engine
+    await engine.dispose()
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608  # our own table names
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="development",
+        database_url=database_url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        data_dir=tmp_path / "data",
+        auto_migrate=False,
+        log_json=False,
+        auth=cheap_auth(),
+    )
+
+
+AppFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def app(settings: Settings, admin_engine: AsyncEngine) -> AsyncIterator[Any]:
+    await empty_tables(admin_engine)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+def make_client(application: Any, client_ip: str = CLIENT_IP) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False, client=(client_ip, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(app) as c:
+        yield c
+
+
+async def create_user(app: Any, username: str, role: Role = Role.customer, password: str = PASSWORD) -> int:
+    ctx = app.state.ctx
+    async with ctx.db.transaction() as session:
+        user = await ctx.users.create(
+            session, UserCreate(username=username, password=password, display_name=username.title(), role=role)
+        )
+        return int(user.id)
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+async def customer(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
+    user_id = await create_user(app, "customer1")
+    return {"id": user_id, **await login(client, "customer1")}
+
+
+@pytest.fixture
+async def agent(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
+    user_id = await create_user(app, "agent1", Role.agent)
+    return {"id": user_id, **await login(client, "agent1")}
+
+
+@pytest.fixture
+async def admin(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
+    user_id = await create_user(app, "admin1", Role.admin)
+    return {"id": user_id, **await login(client, "admin1")}
