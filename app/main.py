@@ -18,7 +18,7 @@ from app.core.config import Settings, load_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import MethodOverrideMiddleware, RequestContextMiddleware
+from app.core.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
 from app.core.net import TrustedProxies
 from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.core.security import PasswordHasher, TokenSigner
@@ -61,12 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="工单系统后端 API. Errors are application/problem+json with a stable `code`.",
         lifespan=_lifespan,
-        max_body_size=settings.max_json_body_bytes,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
     app.add_middleware(MethodOverrideMiddleware)
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_json_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -8,8 +8,11 @@ before each test. Redis tests use HELPDESK_TEST_REDIS_URL.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import AuthSettings, Settings
+from app.core.logging import build_handler
 from app.db import migrate
 from app.db.session import create_engine, is_sqlite
 from app.main import create_app
@@ -130,6 +134,22 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens
+
+
+@contextmanager
+def captured_logs(level: int = logging.DEBUG) -> Iterator[io.StringIO]:
+    """What our own log handler (JSON lines, redaction) writes while the block runs."""
+    output = io.StringIO()
+    handler = build_handler(output, json_lines=True)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield output
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:

@@ -19,6 +19,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "unsupported_media_type": ("不支持的内容类型", "Unsupported media type"),
     "not_authenticated": ("请先登录", "Authentication required"),
     "invalid_token": ("登录凭证无效或已过期，请重新登录", "The access token is invalid or expired"),
+    "conflict": ("操作与当前状态冲突", "The request conflicts with the current state"),
     "forbidden": ("没有权限执行该操作", "You are not allowed to do this"),
     "too_many_requests": ("请求过于频繁，请稍后再试", "Too many requests; try again later"),
     "invalid_credentials": ("用户名或密码错误", "Wrong username or password"),

@@ -12,7 +12,7 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -22,6 +22,8 @@ _PATTERNS = [
     re.compile(rf"(?i)(\b{_SECRET_KEYS}=)[^&\s\"']+"),
     re.compile(rf"(?i)(\"{_SECRET_KEYS}\"\s*:\s*\")[^\"]*"),
     re.compile(r"(?i)(\b(?:bearer|token)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    # password hashes, should one ever be printed
+    re.compile(r"()\$argon2(?:id|i|d)\$[^\s'\"]+"),
     # JWTs wherever they appear
     re.compile(r"()\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
 ]
@@ -85,12 +87,17 @@ class TextFormatter(logging.Formatter):
         return redact(line) if record.exc_info else line
 
 
-def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def build_handler(stream: TextIO, *, json_lines: bool) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
         JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    return handler
+
+
+def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
+    handler = build_handler(sys.stderr, json_lines=json_lines)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_helpdesk", False):

@@ -1,4 +1,4 @@
-"""Pure ASGI middlewares: request id + access log + last-resort 500, and method override."""
+"""Pure ASGI middlewares: request id + access log + last-resort 500, body size limit, method override."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.i18n import error_text, pick_language
-from app.core.logging import reset_request_id, set_request_id
+from app.core.logging import current_request_id, reset_request_id, set_request_id
 
 access_log = logging.getLogger("helpdesk.access")
 error_log = logging.getLogger("helpdesk.errors")
@@ -79,26 +80,69 @@ class RequestContextMiddleware:
 
 
 async def _send_internal_error(scope: Scope, send: Send, request_id: str) -> None:
+    await _send_problem(scope, send, 500, "internal_error", request_id=request_id)
+
+
+async def _send_problem(scope: Scope, send: Send, status: int, code: str, *, request_id: str | None = None) -> None:
+    """problem+json for answers given before the app runs (it matches errors.problem_response)."""
     lang = pick_language(_header(scope, b"accept-language"))
-    body = json.dumps(
-        {
-            "type": "https://helpdesk.invalid/problems/internal-error",
-            "title": error_text("internal_error", "en"),
-            "status": 500,
-            "detail": error_text("internal_error", lang),
-            "code": "internal_error",
-            "request_id": request_id,
-        },
-        ensure_ascii=False,
-    ).encode()
+    problem = {
+        "type": f"https://helpdesk.invalid/problems/{code.replace('_', '-')}",
+        "title": error_text(code, "en"),
+        "status": status,
+        "detail": error_text(code, lang),
+        "code": code,
+    }
+    request_id = request_id or current_request_id()
+    if request_id:
+        problem["request_id"] = request_id
+    body = json.dumps(problem, ensure_ascii=False).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the limit with a problem+json 413: at once when
+    Content-Length says so, else as soon as the streamed body passes it. `limits` maps path
+    prefixes to their own limit (uploads are larger than JSON)."""
+
+    def __init__(self, app: ASGIApp, *, default: int, limits: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.default = default
+        self.limits = sorted((limits or {}).items(), key=lambda item: -len(item[0]))
+
+    def _limit_for(self, path: str) -> int:
+        return next((limit for prefix, limit in self.limits if path.startswith(prefix)), self.default)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope.get("path", ""))
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_problem(scope, send, 413, "payload_too_large")
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException passes through FastAPI's body parsing unchanged and is
+                    # rendered by our handler as problem+json.
+                    raise HTTPException(status_code=413)
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 class MethodOverrideMiddleware:

@@ -59,5 +59,5 @@ async def get_identity(session: AsyncSession, provider: IdentityProvider, extern
 
 
 async def refresh_computed(session: AsyncSession, user: User) -> None:
-    """Reload column properties (qq_bound) after a change that may affect them."""
+    """Reload qq_bound, which SQLAlchemy expires on flush (it is a SQL expression)."""
     await session.refresh(user, attribute_names=["qq_bound"])

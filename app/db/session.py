@@ -36,7 +36,9 @@ def create_engine(
     max_overflow: int = 10,
     null_pool: bool = False,
 ) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    # hide_parameters: SQL parameters (password hashes, token digests) stay out of exception
+    # messages and therefore out of logs.
+    kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if null_pool:
         kwargs["poolclass"] = NullPool
     if is_sqlite(url):

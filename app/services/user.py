@@ -60,6 +60,7 @@ class UserService:
                 raise WrongPassword
             await self._set_password(session, user, body.password, keep_session_id=session_id)
         await session.flush()
+        await crud_user.refresh_computed(session, user)
         return user
 
     async def admin_update(self, session: AsyncSession, target: User, body: UserUpdate) -> User:
@@ -82,6 +83,7 @@ class UserService:
         if body.password is not None:
             await self._set_password(session, target, body.password, keep_session_id=None)
         await session.flush()
+        await crud_user.refresh_computed(session, target)
         return target
 
     async def _set_password(
