@@ -74,7 +74,11 @@ async def _create_admin(username: str, password: str, display_name: str | None) 
         async with db.transaction() as session:
             return await service.ensure_admin(session, username=username, password=password, display_name=display_name)
     except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        # Never echo the rejected input: it may be the password.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise typer.BadParameter(problems) from None
     finally:
         await db.dispose()
 
@@ -82,10 +86,16 @@ async def _create_admin(username: str, password: str, display_name: str | None) 
 @app.command()
 def openapi() -> None:
     """Print the OpenAPI document (JSON)."""
-    from app.core.config import load_settings
+    import secrets
+
+    from pydantic import SecretStr
+
+    from app.core.config import Settings
     from app.main import create_app
 
-    typer.echo(json.dumps(create_app(load_settings(log_level="WARNING")).openapi(), ensure_ascii=False, indent=2))
+    # The document needs no real key and no data directory: build the app with a throwaway one.
+    settings = Settings(env="development", log_level="WARNING", secret_key=SecretStr(secrets.token_urlsafe(48)))
+    typer.echo(json.dumps(create_app(settings).openapi(), ensure_ascii=False, indent=2))
 
 
 def main() -> None:

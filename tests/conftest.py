@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import AuthSettings, Settings
@@ -35,6 +36,14 @@ DATABASES = ["sqlite", *(["postgresql"] if PG_URL else [])]
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
 CLIENT_IP = "203.0.113.9"
+
+
+def pytest_report_header() -> list[str]:
+    pg = make_url(PG_URL).render_as_string(hide_password=True) if PG_URL else "off (set HELPDESK_TEST_DATABASE_URL)"
+    return [
+        f"helpdesk databases: {', '.join(DATABASES)}; PostgreSQL: {pg}",
+        f"helpdesk Redis: {REDIS_URL or 'off (set HELPDESK_TEST_REDIS_URL)'}",
+    ]
 
 
 def cheap_auth(**overrides: Any) -> AuthSettings:

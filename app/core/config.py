@@ -6,7 +6,9 @@ which is generated once and kept under the data directory.
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -138,13 +140,27 @@ def secret_key_problem(key: SecretStr | None) -> str | None:
 def _development_secret(data_dir: Path) -> SecretStr:
     """The key kept under data/: generated on first start so restarts keep sessions valid."""
     path = data_dir / "secret_key"
-    if path.exists():
-        return SecretStr(path.read_text(encoding="utf-8").strip())
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
-    path.write_text(value + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    try:
+        # O_EXCL: of two processes starting together, one writes and both read the same key;
+        # the file is private from its first byte.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return SecretStr(_read_key(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
     return SecretStr(value)
+
+
+def _read_key(path: Path) -> str:
+    # A concurrent writer may not have written yet: wait briefly for the content.
+    for _ in range(50):
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: delete it to have a new key generated")
 
 
 def load_settings(**overrides: object) -> Settings:

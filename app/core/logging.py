@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, carrying the request id; secrets redacted.
 
-Redaction is a filter on the handler, so it also covers third-party loggers (httpx logs
-request URLs, which for WeChat carry the app secret in the query string).
+Redaction happens when a record is created (a log-record factory), so it covers third-party
+loggers (httpx logs request URLs, which for WeChat carry the app secret in the query string)
+and every handler, whatever order they were added in.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -47,15 +49,27 @@ def reset_request_id(token: Any) -> None:
     _request_id.reset(token)
 
 
-class RedactingFilter(logging.Filter):
-    """Renders the message once, redacted, so formatters never see the raw arguments."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        record.msg = redact(message)
-        record.args = None
+def _redacting_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it for logging's own error report
+            return record
+        # Rendered once, redacted, at creation: every handler (ours, pytest's, an operator's)
+        # sees the same clean text, whatever order they were added in.
+        record.msg, record.args = redact(message), None
         record.request_id = _request_id.get()
-        return True
+        return record
+
+    make_record._helpdesk = True  # type: ignore[attr-defined]  # marks the installed factory
+    return make_record
+
+
+def install_record_factory() -> None:
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "_helpdesk", False):
+        logging.setLogRecordFactory(_redacting_factory(current))
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,8 +102,8 @@ class TextFormatter(logging.Formatter):
 
 
 def build_handler(stream: TextIO, *, json_lines: bool) -> logging.Handler:
+    install_record_factory()
     handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactingFilter())
     handler.setFormatter(
         JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

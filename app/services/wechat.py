@@ -93,7 +93,11 @@ class WeChatClient:
             raise WeChatUnavailable from None
         if not isinstance(data, dict):
             raise WeChatUnavailable
-        errcode = int(data.get("errcode") or 0)
+        try:
+            errcode = int(data.get("errcode") or 0)
+        except (TypeError, ValueError):
+            log.warning("WeChat jscode2session answered an unreadable errcode")
+            raise WeChatUnavailable from None
         if errcode != 0:
             log.warning("WeChat jscode2session errcode %s: %s", errcode, str(data.get("errmsg", ""))[:200])
             raise _ERRCODES.get(errcode, WeChatUnavailable)()

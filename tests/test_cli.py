@@ -1,0 +1,122 @@
+"""The `helpdesk` command line: migrate, create-admin, openapi.
+
+Plain (sync) tests: the commands call asyncio.run themselves, which must not happen inside
+the test session's event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.db.migrate import known_heads
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A fresh SQLite file and data directory; every other HELPDESK_* variable unset."""
+    monkeypatch.chdir(tmp_path)  # load_settings reads .env from the working directory
+    values: dict[str, str | None] = {name: None for name in os.environ if name.upper().startswith("HELPDESK_")}
+    values.update(
+        {
+            "HELPDESK_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+            "HELPDESK_DATA_DIR": str(tmp_path / "data"),
+            "HELPDESK_AUTH__ARGON2_TIME_COST": "1",
+            "HELPDESK_AUTH__ARGON2_MEMORY_KIB": "64",
+        }
+    )
+    return values
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger():
+    """`openapi` builds the app, which installs a log handler on the runner's (then closed) stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def query(tmp_path, sql: str, *params: object) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_migrate_builds_the_schema_at_head(runner, env, tmp_path):
+    result = runner.invoke(cli, ["migrate"], env=env)
+
+    assert result.exit_code == 0, result.output
+    tables = {name for (name,) in query(tmp_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"users", "external_identities", "alembic_version"} <= tables
+    assert {version for (version,) in query(tmp_path, "SELECT version_num FROM alembic_version")} == set(known_heads())
+    assert "database at" in result.stdout
+
+
+def test_migrate_twice_changes_nothing(runner, env):
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+
+    result = runner.invoke(cli, ["migrate"], env=env)
+
+    assert result.exit_code == 0, result.output
+
+
+def test_create_admin_creates_an_admin_account(runner, env, tmp_path):
+    result = runner.invoke(cli, ["create-admin", "--username", "boss", "--password", "a long password"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "admin created" in result.stdout
+    rows = query(tmp_path, "SELECT username, display_name, role, is_active, password_hash FROM users")
+    assert len(rows) == 1
+    username, display_name, role, is_active, password_hash = rows[0]
+    assert (username, display_name, role, is_active) == ("boss", "boss", "admin", 1)
+    # Hashed with argon2id, and with the cost the environment asked for.
+    assert password_hash.startswith("$argon2id$v=19$m=64,t=1,")
+    assert "a long password" not in password_hash
+
+
+def test_create_admin_twice_exits_1_and_changes_nothing(runner, env, tmp_path):
+    args = ["create-admin", "--username", "boss", "--password", "a long password"]
+    assert runner.invoke(cli, args, env=env).exit_code == 0
+    before = query(tmp_path, "SELECT id, password_hash FROM users")
+
+    result = runner.invoke(cli, [*args[:-1], "another long password"], env=env)
+
+    assert result.exit_code == 1
+    assert "already exists" in result.stdout
+    assert query(tmp_path, "SELECT id, password_hash FROM users") == before
+
+
+def test_create_admin_rejects_a_short_password(runner, env, tmp_path):
+    result = runner.invoke(cli, ["create-admin", "--username", "boss", "--password", "short"], env=env)
+
+    assert result.exit_code == 2, result.output
+    assert query(tmp_path, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_openapi_prints_the_api_document_as_json(runner, env):
+    result = runner.invoke(cli, ["openapi"], env=env)
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["openapi"].startswith("3.")
+    assert {"/api/v1/auth/login", "/api/v1/auth/wechat", "/api/v1/users/me"} <= set(document["paths"])
+    assert "Problem" in document["components"]["schemas"]
+
+
+def test_create_admin_error_does_not_echo_the_rejected_password(runner, env):
+    result = runner.invoke(cli, ["create-admin", "--username", "boss", "--password", "hunter2"], env=env)
+
+    assert result.exit_code == 2
+    assert "hunter2" not in result.output
