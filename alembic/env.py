@@ -12,6 +12,8 @@ import asyncio
 from typing import Any
 
 from alembic import context
+
+from app.db.base import UTCDateTime
 from app.models import Base
 
 config = context.config
@@ -23,12 +25,21 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return not (type_ == "table" and name is not None and "_fts" in name)
 
 
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Render our UTC timestamp type by name, with its import, in generated migrations.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        autogen_context.imports.add("from app.db.base import UTCDateTime")
+        return "UTCDateTime()"
+    return False
+
+
 def run_with_connection(connection: Any) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         include_object=include_object,
+        render_item=render_item,
         compare_type=True,
     )
     with context.begin_transaction():

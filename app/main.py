@@ -24,7 +24,9 @@ from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
+from app.services.attachment import AttachmentLinks
 from app.services.auth import AuthService
+from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.wechat import WeChatClient
 
@@ -120,6 +122,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         auth=AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter),
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
+        tickets=TicketService(settings.tickets, timezone=settings.tz),
+        links=AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds),
     )
     app.state.ctx = ctx
     try:

@@ -8,8 +8,8 @@ Create Date: 2026-11-24 08:00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
+
 from app.db.base import UTCDateTime
 
 revision: str = "0001_users"

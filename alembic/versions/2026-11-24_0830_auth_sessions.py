@@ -12,8 +12,8 @@ keys off meanwhile, or the rebuild's DROP TABLE would delete them.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
+
 from app.db.base import UTCDateTime
 
 revision: str = "0002_auth_sessions"

@@ -52,6 +52,28 @@ class WeChatSettings(BaseModel):
 
 class AttachmentSettings(BaseModel):
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Lifetime of the signed download links handed out in `url`.
+    url_ttl_seconds: int = Field(default=600, ge=10)
+
+
+class TicketSettings(BaseModel):
+    # {date} is the business day in HELPDESK_TIMEZONE, {seq} that day's counter.
+    number_format: str = "{date:%Y%m%d}-{seq:04d}"
+    reopen_window_days: int = Field(default=7, ge=0)
+    rating_edit_days: int = Field(default=7, ge=0)
+
+    @field_validator("number_format")
+    @classmethod
+    def _formats(cls, value: str) -> str:
+        from datetime import date
+
+        try:
+            value.format(date=date(2026, 1, 1), seq=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"number_format must use only {{date}} and {{seq}}: {exc}") from exc
+        if "{seq" not in value:
+            raise ValueError("number_format must contain {seq}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -88,6 +110,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
 
     @field_validator("timezone")
     @classmethod

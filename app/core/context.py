@@ -11,7 +11,9 @@ from app.core.config import Settings
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
+from app.services.attachment import AttachmentLinks
 from app.services.auth import AuthService
+from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.wechat import WeChatClient
 
@@ -27,3 +29,5 @@ class AppContext:
     auth: AuthService
     users: UserService
     wechat: WeChatClient
+    tickets: TicketService
+    links: AttachmentLinks

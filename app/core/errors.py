@@ -117,6 +117,66 @@ class WrongPassword(FieldProblem):
         super().__init__(field, "invalid_value")
 
 
+class FieldNotAllowed(FieldProblem):
+    """A field the caller's role may not set: refused, never silently ignored."""
+
+    code = "field_not_allowed"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, "field_not_allowed")
+
+
+class InvalidReference(FieldProblem):
+    """An id in the body that names nothing the caller may use."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, "invalid_value")
+
+
+class TicketNotFound(NotFound):
+    code = "ticket_not_found"
+
+
+class AttachmentNotFound(NotFound):
+    code = "attachment_not_found"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class TicketClosed(Conflict):
+    code = "ticket_closed"
+
+
+class VersionConflict(Conflict):
+    """Someone else changed the resource since it was read (409), or If-Match is stale (412)."""
+
+    code = "version_conflict"
+
+    def __init__(self, *, precondition: bool = False, current_version: int | None = None) -> None:
+        super().__init__()
+        if current_version is not None:
+            self.extra["current_version"] = current_version
+        self.precondition = precondition
+
+
+class MergeNotAllowed(Conflict):
+    code = "merge_not_allowed"
+
+
+class RatingNotAllowed(Conflict):
+    code = "rating_not_allowed"
+
+
+class IdempotencyKeyReused(AppError):
+    status, code = 422, "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(Conflict):
+    code = "idempotency_key_in_progress"
+
+
 class NotReady(AppError):
     status, code = 503, "not_ready"
 
@@ -172,11 +232,14 @@ def request_language(request: Request) -> Lang:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(AppError, exc)  # registered for AppError only
+    status = exc.status
+    if isinstance(exc, VersionConflict) and exc.precondition:
+        status = 412
     errors = None
     if isinstance(exc, FieldProblem):
         lang = request_language(request)
         errors = [{"field": exc.field, "code": exc.field_code, "message": field_text(exc.field_code, lang, exc.limit)}]
-    return problem_response(request, exc.status, exc.code, headers=exc.headers, errors=errors, extra=exc.extra)
+    return problem_response(request, status, exc.code, headers=exc.headers, errors=errors, extra=exc.extra)
 
 
 _HTTP_CODES = {

@@ -39,6 +39,22 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "wechat_user_blocked": ("该微信账号存在风险，暂时无法登录", "WeChat flagged this account as risky"),
     "wechat_unavailable": ("微信服务暂时不可用，请稍后重试", "WeChat is unavailable; try again later"),
     "wechat_misconfigured": ("微信登录配置有误，请联系管理员", "WeChat login is misconfigured; contact the admin"),
+    "field_not_allowed": ("无权设置某些字段", "You may not set some of these fields"),
+    "ticket_not_found": ("工单不存在", "Ticket not found"),
+    "attachment_not_found": ("附件不存在", "Attachment not found"),
+    "invalid_transition": ("工单当前状态不允许此操作", "The ticket's status does not allow this change"),
+    "ticket_closed": ("工单已关闭，请新建工单", "The ticket is closed; please open a new one"),
+    "version_conflict": ("工单已被他人修改，请刷新后重试", "Someone else changed this; reload and try again"),
+    "merge_not_allowed": ("无法合并这两个工单", "These tickets cannot be merged"),
+    "rating_not_allowed": ("当前无法评价该工单", "This ticket cannot be rated now"),
+    "idempotency_key_reused": (
+        "该 Idempotency-Key 已用于另一个请求",
+        "This Idempotency-Key was used for a different request",
+    ),
+    "idempotency_key_in_progress": (
+        "相同 Idempotency-Key 的请求正在处理，请稍后重试",
+        "A request with this Idempotency-Key is still being processed",
+    ),
     "not_ready": ("服务尚未就绪", "The service is not ready"),
     "invalid_cursor": ("分页游标无效", "The pagination cursor is invalid"),
 }

@@ -16,13 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from alembic import command
 from app.db.session import WRITE_OPTION, create_engine, is_sqlite
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"

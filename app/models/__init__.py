@@ -1,7 +1,49 @@
 """All tables, imported here so that one metadata serves the app and Alembic."""
 
 from app.db.base import Base
+from app.models.attachment import Attachment
 from app.models.auth_session import AuthSession, RefreshToken
+from app.models.canned_response import CannedResponse
+from app.models.category import Category
+from app.models.idempotency import IdempotencyRecord
+from app.models.tag import Tag, ticket_tags
+from app.models.team import Team, team_members
+from app.models.ticket import (
+    Channel,
+    Message,
+    Priority,
+    Rating,
+    Ticket,
+    TicketEvent,
+    TicketNumberCounter,
+    TicketStatus,
+    ticket_watchers,
+)
 from app.models.user import ExternalIdentity, IdentityProvider, Role, User
 
-__all__ = ["AuthSession", "Base", "ExternalIdentity", "IdentityProvider", "RefreshToken", "Role", "User"]
+__all__ = [
+    "Attachment",
+    "AuthSession",
+    "Base",
+    "CannedResponse",
+    "Category",
+    "Channel",
+    "ExternalIdentity",
+    "IdempotencyRecord",
+    "IdentityProvider",
+    "Message",
+    "Priority",
+    "Rating",
+    "RefreshToken",
+    "Role",
+    "Tag",
+    "Team",
+    "Ticket",
+    "TicketEvent",
+    "TicketNumberCounter",
+    "TicketStatus",
+    "User",
+    "team_members",
+    "ticket_tags",
+    "ticket_watchers",
+]

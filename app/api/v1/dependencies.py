@@ -3,17 +3,22 @@ the authenticated user, role guards, the client's IP, pagination."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import AppContext
 from app.core.errors import AppError, Forbidden, NotAuthenticated
+from app.models.ticket import Channel
 from app.models.user import Role, User
+from app.services import idempotency
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -111,3 +116,44 @@ def get_page_params(
 
 
 PageDep = Annotated[PageParams, Depends(get_page_params)]
+
+
+_REST_CHANNELS = {c.value for c in (Channel.web, Channel.android, Channel.miniprogram, Channel.api)}
+
+
+def get_client_channel(x_client: Annotated[str | None, Header(alias="X-Client", max_length=32)] = None) -> Channel:
+    """`X-Client: web | android | miniprogram | api` (default api), recorded on tickets and
+    messages. `qq` is the bot's alone; anything unknown counts as api."""
+    value = (x_client or "").strip().lower()
+    return Channel(value) if value in _REST_CHANNELS else Channel.api
+
+
+ClientChannel = Annotated[Channel, Depends(get_client_channel)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+async def idempotent_create(
+    session: AsyncSession,
+    request: Request,
+    *,
+    user: User,
+    key: str | None,
+    create: Callable[[], Awaitable[BaseModel]],
+    status_code: int = 201,
+    canonical_body: Any = None,
+) -> JSONResponse:
+    """Runs `create` once per (user, Idempotency-Key); a repeat of the same request gets the
+    first response back, status and body alike (see app/services/idempotency.py)."""
+    if key is None:
+        return JSONResponse((await create()).model_dump(mode="json"), status_code=status_code)
+    if canonical_body is None:
+        canonical_body = json.loads(await request.body() or b"null")
+    fingerprint = idempotency.fingerprint(request.method, request.url.path, canonical_body)
+    stored = await idempotency.begin(session, user_id=user.id, key=key, request_fingerprint=fingerprint)
+    if stored is not None:
+        return JSONResponse(stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"})
+    body = (await create()).model_dump(mode="json")
+    await idempotency.finish(
+        session, user_id=user.id, key=key, request_fingerprint=fingerprint, status=status_code, body=body
+    )
+    return JSONResponse(body, status_code=status_code)

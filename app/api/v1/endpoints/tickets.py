@@ -1,0 +1,288 @@
+"""Tickets: create, list, read, change, messages, timeline, merge, rating, watchers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from app.api.v1.dependencies import (
+    ClientChannel,
+    Context,
+    CurrentUser,
+    IdempotencyKey,
+    PageDep,
+    SessionDep,
+    idempotent_create,
+)
+from app.core.errors import (
+    FieldNotAllowed,
+    Forbidden,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidReference,
+    InvalidTransition,
+    MergeNotAllowed,
+    RatingNotAllowed,
+    TicketClosed,
+    TicketNotFound,
+    VersionConflict,
+    problem_responses,
+)
+from app.core.pagination import decode_cursor, encode_cursor
+from app.crud import crud_ticket
+from app.models.ticket import Channel, Priority, Ticket, TicketStatus
+from app.models.user import User
+from app.schemas.common import Page
+from app.schemas.ticket import (
+    MergeRequest,
+    MessageCreate,
+    MessageRead,
+    RatingCreate,
+    TicketCreate,
+    TicketEventRead,
+    TicketRead,
+    TicketUpdate,
+    UserRef,
+)
+from app.services.ticket import is_staff
+
+router = APIRouter(prefix="/tickets", tags=["tickets"])
+
+SortName = Literal["-updated_at", "created_at", "-created_at", "-priority", "due"]
+
+
+def _etag(response: Response, ticket: Ticket) -> None:
+    response.headers["ETag"] = f'"{ticket.version}"'
+
+
+def _if_match(if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None) -> int | None:
+    """`If-Match: "<version>"` (weak or bare accepted); `*` or absent means no precondition."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise VersionConflict(precondition=True)
+    return int(value)
+
+
+IfMatch = Annotated[int | None, Depends(_if_match)]
+
+
+@router.post(
+    "",
+    response_model=TicketRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(FieldNotAllowed, InvalidReference, IdempotencyKeyReused, IdempotencyKeyInProgress),
+)
+async def create_ticket(
+    body: TicketCreate,
+    request: Request,
+    user: CurrentUser,
+    ctx: Context,
+    session: SessionDep,
+    channel: ClientChannel,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async def create() -> Any:
+        ticket = await ctx.tickets.create(session, body, actor=user, channel=channel)
+        return TicketRead.model_validate(ticket)
+
+    return await idempotent_create(session, request, user=user, key=idempotency_key, create=create)
+
+
+@router.get("", response_model=Page[TicketRead], responses=problem_responses(InvalidCursor))
+async def list_tickets(
+    user: CurrentUser,
+    session: SessionDep,
+    page: PageDep,
+    status_: Annotated[list[TicketStatus], Query(alias="status")] = [],  # noqa: B006  # FastAPI copies it
+    priority: Priority | None = None,
+    category_id: int | None = None,
+    assignee_id: Annotated[str | None, Query(pattern=r"^(me|none|\d+)$")] = None,
+    requester_id: int | None = None,
+    team_id: int | None = None,
+    tag: Annotated[str | None, Query(max_length=50)] = None,
+    channel: Channel | None = None,
+    number: Annotated[str | None, Query(max_length=32)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    updated_after: datetime | None = None,
+    sort: SortName = "-updated_at",
+) -> Page[TicketRead]:
+    filters = crud_ticket.TicketFilters(
+        status=status_,
+        priority=priority,
+        category_id=category_id,
+        assignee_id=user.id
+        if assignee_id == "me"
+        else (int(assignee_id) if assignee_id and assignee_id.isdigit() else None),
+        unassigned=assignee_id == "none",
+        requester_id=requester_id,
+        team_id=team_id,
+        tag=tag.strip().casefold() if tag else None,
+        channel=channel,
+        number=number,
+        q=q.strip() if q else None,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+        updated_after=_aware(updated_after),
+    )
+    order = crud_ticket.SORTS[sort]
+    rows = await crud_ticket.list_page(session, user, filters, order, after=_after(page.cursor, sort), limit=page.limit)
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        last = rows[-1]
+        next_cursor = encode_cursor({"s": sort, "k": _key_json(getattr(last, order.key.key)), "i": last.id})
+    return Page[TicketRead](items=[TicketRead.model_validate(t) for t in rows], next_cursor=next_cursor)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _key_json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _after(cursor: str | None, sort: str) -> tuple[Any, int] | None:
+    if cursor is None:
+        return None
+    position = decode_cursor(cursor)
+    key, last_id = position.get("k"), position.get("i")
+    if position.get("s") != sort or not isinstance(last_id, int):
+        raise InvalidCursor
+    if sort in ("-updated_at", "created_at", "-created_at", "due") and key is not None:
+        try:
+            key = datetime.fromisoformat(str(key))
+        except ValueError:
+            raise InvalidCursor from None
+    elif (sort == "-priority" and not isinstance(key, int)) or (key is None and sort != "due"):
+        raise InvalidCursor
+    return key, last_id
+
+
+@router.get("/{ticket_id}", response_model=TicketRead, responses=problem_responses(TicketNotFound))
+async def read_ticket(ticket_id: int, user: CurrentUser, session: SessionDep, response: Response) -> Ticket:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    _etag(response, ticket)
+    return ticket
+
+
+@router.patch(
+    "/{ticket_id}",
+    response_model=TicketRead,
+    responses=problem_responses(TicketNotFound, FieldNotAllowed, InvalidReference, InvalidTransition, VersionConflict),
+)
+async def update_ticket(
+    ticket_id: int,
+    body: TicketUpdate,
+    user: CurrentUser,
+    ctx: Context,
+    session: SessionDep,
+    response: Response,
+    if_match: IfMatch,
+) -> Ticket:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    ticket = await ctx.tickets.update(session, ticket, body, actor=user, expected_version=if_match)
+    _etag(response, ticket)
+    return ticket
+
+
+@router.post(
+    "/{ticket_id}/messages",
+    response_model=MessageRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(
+        TicketNotFound, FieldNotAllowed, TicketClosed, InvalidReference, IdempotencyKeyReused, IdempotencyKeyInProgress
+    ),
+)
+async def add_message(
+    ticket_id: int,
+    body: MessageCreate,
+    request: Request,
+    user: CurrentUser,
+    ctx: Context,
+    session: SessionDep,
+    channel: ClientChannel,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async def create() -> Any:
+        ticket = await crud_ticket.get_readable(session, ticket_id, user)
+        message = await ctx.tickets.add_message(session, ticket, body, actor=user, channel=channel)
+        return MessageRead.build(message, ctx.links.url_for)
+
+    return await idempotent_create(session, request, user=user, key=idempotency_key, create=create)
+
+
+@router.get("/{ticket_id}/messages", response_model=list[MessageRead], responses=problem_responses(TicketNotFound))
+async def list_messages(ticket_id: int, user: CurrentUser, ctx: Context, session: SessionDep) -> list[MessageRead]:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    messages = await crud_ticket.list_messages(session, ticket.id, include_internal=is_staff(user))
+    return [MessageRead.build(m, ctx.links.url_for) for m in messages]
+
+
+@router.get("/{ticket_id}/events", response_model=list[TicketEventRead], responses=problem_responses(TicketNotFound))
+async def list_events(ticket_id: int, user: CurrentUser, session: SessionDep) -> list[Any]:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    return await crud_ticket.list_events(session, ticket.id, include_internal=is_staff(user))
+
+
+@router.post(
+    "/{ticket_id}/merge",
+    response_model=TicketRead,
+    responses=problem_responses(TicketNotFound, Forbidden, MergeNotAllowed),
+)
+async def merge_ticket(
+    ticket_id: int, body: MergeRequest, user: CurrentUser, ctx: Context, session: SessionDep
+) -> Ticket:
+    source = await crud_ticket.get_readable(session, ticket_id, user)
+    if not is_staff(user):
+        raise Forbidden
+    target = await crud_ticket.get_readable(session, body.into_ticket_id, user)
+    return await ctx.tickets.merge(session, source, target, actor=user)
+
+
+@router.post(
+    "/{ticket_id}/rating",
+    response_model=TicketRead,
+    responses=problem_responses(TicketNotFound, Forbidden, RatingNotAllowed),
+)
+async def rate_ticket(
+    ticket_id: int, body: RatingCreate, user: CurrentUser, ctx: Context, session: SessionDep
+) -> Ticket:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    return await ctx.tickets.rate(session, ticket, body, actor=user)
+
+
+@router.get("/{ticket_id}/watchers", response_model=list[UserRef], responses=problem_responses(TicketNotFound))
+async def list_watchers(ticket_id: int, user: CurrentUser, session: SessionDep) -> list[User]:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    if not is_staff(user):
+        raise TicketNotFound  # watchers are agents' business: invisible to customers
+    return await crud_ticket.list_watchers(session, ticket.id)
+
+
+@router.put(
+    "/{ticket_id}/watchers/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(TicketNotFound)
+)
+async def watch_ticket(ticket_id: int, user: CurrentUser, ctx: Context, session: SessionDep) -> Response:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    await ctx.tickets.watch(session, ticket, actor=user, watching=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/{ticket_id}/watchers/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(TicketNotFound)
+)
+async def unwatch_ticket(ticket_id: int, user: CurrentUser, ctx: Context, session: SessionDep) -> Response:
+    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    await ctx.tickets.watch(session, ticket, actor=user, watching=False)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,295 @@
+"""Tickets, messages and the timeline: all their SQL, including who may read what.
+
+`readable_by(user)` is the one place that decides which tickets a user may see; every list,
+lookup and (later) search and export starts from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
+
+from app.core.errors import TicketNotFound
+from app.models.attachment import Attachment
+from app.models.tag import Tag, ticket_tags
+from app.models.ticket import (
+    Channel,
+    Message,
+    Priority,
+    Ticket,
+    TicketEvent,
+    TicketNumberCounter,
+    TicketStatus,
+    ticket_watchers,
+)
+from app.models.user import Role, User
+
+# Everything a TicketRead needs, in two statements whatever the page size.
+TICKET_LOADS: tuple[LoaderOption, ...] = (
+    joinedload(Ticket.requester),
+    joinedload(Ticket.assignee),
+    joinedload(Ticket.category),
+    joinedload(Ticket.team),
+    joinedload(Ticket.merged_into),
+    joinedload(Ticket.rating),
+    selectinload(Ticket.tags),
+)
+
+
+def readable_by(user: User) -> Select[Ticket]:
+    """The tickets `user` may see: customers their own, agents and admins all."""
+    stmt = select(Ticket)
+    if user.role == Role.customer:
+        stmt = stmt.where(Ticket.requester_id == user.id)
+    return stmt
+
+
+async def get_readable(session: AsyncSession, ticket_id: int, user: User) -> Ticket:
+    """The ticket if `user` may see it; 404 `ticket_not_found` alike for missing and hidden."""
+    stmt = readable_by(user).where(Ticket.id == ticket_id).options(*TICKET_LOADS)
+    ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
+    if ticket is None:
+        raise TicketNotFound
+    return ticket
+
+
+async def reload(session: AsyncSession, ticket_id: int) -> Ticket:
+    """The ticket with everything TicketRead needs, fresh from the database."""
+    stmt = select(Ticket).where(Ticket.id == ticket_id).options(*TICKET_LOADS).execution_options(populate_existing=True)
+    return (await session.execute(stmt)).unique().scalar_one()
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    status: Sequence[TicketStatus] = ()
+    priority: Priority | None = None
+    category_id: int | None = None
+    # an id, "me" (resolved by the caller to an id) or "none"
+    assignee_id: int | None = None
+    unassigned: bool = False
+    requester_id: int | None = None
+    team_id: int | None = None
+    tag: str | None = None
+    channel: Channel | None = None
+    number: str | None = None
+    q: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+
+    def apply(self, stmt: Select[Ticket]) -> Select[Ticket]:
+        where: list[ColumnElement[bool]] = list(self.conditions)
+        if self.status:
+            where.append(Ticket.status.in_(list(self.status)))
+        if self.priority is not None:
+            where.append(Ticket.priority == self.priority)
+        if self.category_id is not None:
+            where.append(Ticket.category_id == self.category_id)
+        if self.unassigned:
+            where.append(Ticket.assignee_id.is_(None))
+        elif self.assignee_id is not None:
+            where.append(Ticket.assignee_id == self.assignee_id)
+        if self.requester_id is not None:
+            where.append(Ticket.requester_id == self.requester_id)
+        if self.team_id is not None:
+            where.append(Ticket.team_id == self.team_id)
+        if self.tag is not None:
+            where.append(
+                exists().where(
+                    ticket_tags.c.ticket_id == Ticket.id, ticket_tags.c.tag_id == Tag.id, Tag.name == self.tag
+                )
+            )
+        if self.channel is not None:
+            where.append(Ticket.channel == self.channel)
+        if self.number is not None:
+            where.append(Ticket.number == self.number)
+        if self.q:
+            # Plain substring match on the title until Chinese full-text search lands (issue 7).
+            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(Ticket.title.ilike(f"%{escaped}%", escape="\\"))
+        if self.created_after is not None:
+            where.append(Ticket.created_at >= self.created_after)
+        if self.created_before is not None:
+            where.append(Ticket.created_at < self.created_before)
+        if self.updated_after is not None:
+            where.append(Ticket.updated_at > self.updated_after)
+        return stmt.where(*where) if where else stmt
+
+
+@dataclass(frozen=True)
+class SortOrder:
+    """A keyset order on (key, id); `nulls_last` for keys that may be NULL (due dates)."""
+
+    name: str
+    key: Any
+    descending: bool
+    nulls_last: bool = False
+
+    def order_by(self) -> list[Any]:
+        if self.descending:
+            return [self.key.desc(), Ticket.id.desc()]
+        key = self.key.asc().nulls_last() if self.nulls_last else self.key.asc()
+        return [key, Ticket.id.asc()]
+
+    def after(self, key_value: Any, last_id: int) -> ColumnElement[bool]:
+        if self.descending:
+            return or_(self.key < key_value, and_(self.key == key_value, Ticket.id < last_id))
+        if self.nulls_last and key_value is None:
+            return and_(self.key.is_(None), Ticket.id > last_id)
+        later = or_(self.key > key_value, and_(self.key == key_value, Ticket.id > last_id))
+        return or_(later, self.key.is_(None)) if self.nulls_last else later
+
+
+SORTS: dict[str, SortOrder] = {
+    "-updated_at": SortOrder("-updated_at", Ticket.updated_at, descending=True),
+    "created_at": SortOrder("created_at", Ticket.created_at, descending=False),
+    "-created_at": SortOrder("-created_at", Ticket.created_at, descending=True),
+    "-priority": SortOrder("-priority", Ticket.priority_rank, descending=True),
+    "due": SortOrder("due", Ticket.resolution_due_at, descending=False, nulls_last=True),
+}
+
+
+async def list_page(
+    session: AsyncSession,
+    user: User,
+    filters: TicketFilters,
+    sort: SortOrder,
+    *,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> list[Ticket]:
+    """One page (plus one row to tell whether more follow), eagerly loaded."""
+    stmt = filters.apply(readable_by(user))
+    if after is not None:
+        stmt = stmt.where(sort.after(*after))
+    stmt = stmt.order_by(*sort.order_by()).limit(limit + 1).options(*TICKET_LOADS)
+    return list((await session.execute(stmt)).unique().scalars())
+
+
+async def next_sequence(session: AsyncSession, day: str) -> int:
+    """That day's next ticket number: an atomic upsert, so concurrent creates never collide."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(TicketNumberCounter)
+        .values(day=day, last=1)
+        .on_conflict_do_update(index_elements=[TicketNumberCounter.day], set_={"last": TicketNumberCounter.last + 1})
+        .returning(TicketNumberCounter.last)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:
+    wanted = sorted(set(names))
+    if not wanted:
+        return []
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = datetime.now().astimezone()
+    await session.execute(
+        insert(Tag)
+        .values([{"name": n, "created_at": now, "updated_at": now} for n in wanted])
+        .on_conflict_do_nothing(index_elements=[Tag.name])
+    )
+    return list((await session.execute(select(Tag).where(Tag.name.in_(wanted)).order_by(Tag.name))).scalars())
+
+
+async def list_messages(session: AsyncSession, ticket_id: int, *, include_internal: bool) -> list[Message]:
+    stmt = (
+        select(Message)
+        .where(Message.ticket_id == ticket_id)
+        .options(joinedload(Message.author), selectinload(Message.attachments))
+        .order_by(Message.id)
+    )
+    if not include_internal:
+        stmt = stmt.where(Message.internal.is_(False))
+    return list((await session.execute(stmt)).unique().scalars())
+
+
+async def get_message(session: AsyncSession, message_id: int) -> Message:
+    stmt = (
+        select(Message)
+        .where(Message.id == message_id)
+        .options(joinedload(Message.author), selectinload(Message.attachments))
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).unique().scalar_one()
+
+
+async def list_events(session: AsyncSession, ticket_id: int, *, include_internal: bool) -> list[TicketEvent]:
+    stmt = (
+        select(TicketEvent)
+        .where(TicketEvent.ticket_id == ticket_id)
+        .options(joinedload(TicketEvent.actor))
+        .order_by(TicketEvent.id)
+    )
+    if not include_internal:
+        stmt = stmt.where(TicketEvent.internal.is_(False))
+    return list((await session.execute(stmt)).unique().scalars())
+
+
+async def move_messages(session: AsyncSession, *, source_id: int, target_id: int) -> int:
+    await session.execute(
+        update(Attachment)
+        .where(Attachment.ticket_id == source_id)
+        .values(ticket_id=target_id)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(
+        update(Message)
+        .where(Message.ticket_id == source_id)
+        .values(ticket_id=target_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult for DML
+
+
+async def claim_attachments(
+    session: AsyncSession, ids: Sequence[int], *, uploader_id: int, ticket_id: int, message_id: int
+) -> bool:
+    """Attach the caller's own, not yet attached uploads; False if any id is not such an upload."""
+    if not ids:
+        return True
+    result = await session.execute(
+        update(Attachment)
+        .where(Attachment.id.in_(list(ids)), Attachment.uploader_id == uploader_id, Attachment.ticket_id.is_(None))
+        .values(ticket_id=ticket_id, message_id=message_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount) == len(set(ids))  # type: ignore[attr-defined]  # CursorResult for DML
+
+
+async def is_watching(session: AsyncSession, ticket_id: int, user_id: int) -> bool:
+    stmt = select(ticket_watchers.c.user_id).where(
+        ticket_watchers.c.ticket_id == ticket_id, ticket_watchers.c.user_id == user_id
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def add_watcher(session: AsyncSession, ticket_id: int, user_id: int) -> None:
+    if not await is_watching(session, ticket_id, user_id):
+        await session.execute(ticket_watchers.insert().values(ticket_id=ticket_id, user_id=user_id))
+
+
+async def remove_watcher(session: AsyncSession, ticket_id: int, user_id: int) -> None:
+    await session.execute(
+        ticket_watchers.delete().where(ticket_watchers.c.ticket_id == ticket_id, ticket_watchers.c.user_id == user_id)
+    )
+
+
+async def list_watchers(session: AsyncSession, ticket_id: int) -> list[User]:
+    stmt = (
+        select(User)
+        .join(ticket_watchers, ticket_watchers.c.user_id == User.id)
+        .where(ticket_watchers.c.ticket_id == ticket_id)
+        .order_by(User.id)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,395 @@
+"""The ticket workflow: who may do what, the status table, and the timeline.
+
+Every change follows one path: change the rows, append `ticket_events`, flush. The request
+(or job) that called owns the transaction and commits before it answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.core.config import TicketSettings
+from app.core.errors import (
+    FieldNotAllowed,
+    Forbidden,
+    InvalidReference,
+    InvalidTransition,
+    MergeNotAllowed,
+    RatingNotAllowed,
+    TicketClosed,
+    TicketNotFound,
+    VersionConflict,
+)
+from app.crud import crud_ticket
+from app.db.base import utcnow
+from app.models.category import Category
+from app.models.team import Team
+from app.models.ticket import Channel, Message, Priority, Rating, Ticket, TicketEvent, TicketStatus
+from app.models.user import Role, User
+from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
+
+S = TicketStatus
+STAFF = frozenset({Role.agent, Role.admin})
+
+# API.md's status table. (from, to) -> who may make the move by changing the status.
+# "requester" = the customer who owns the ticket; "staff" = agents and admins. Moves made by a
+# reply (pending/resolved -> open, new -> open) are automatic and live in add_message.
+_MOVES: dict[tuple[TicketStatus, TicketStatus], frozenset[str]] = {
+    (S.new, S.open): frozenset({"staff"}),
+    (S.new, S.pending): frozenset({"staff"}),
+    (S.open, S.pending): frozenset({"staff"}),
+    (S.pending, S.open): frozenset({"staff"}),
+    (S.new, S.resolved): frozenset({"staff"}),
+    (S.open, S.resolved): frozenset({"staff"}),
+    (S.pending, S.resolved): frozenset({"staff"}),
+    (S.resolved, S.open): frozenset({"staff", "requester_within_window"}),
+    (S.new, S.closed): frozenset({"staff", "requester"}),
+    (S.open, S.closed): frozenset({"staff", "requester"}),
+    (S.pending, S.closed): frozenset({"staff", "requester"}),
+    (S.resolved, S.closed): frozenset({"staff", "requester"}),
+    (S.closed, S.open): frozenset({"staff"}),
+}
+
+# Fields a customer may send; anything else they send is 422 field_not_allowed.
+_CUSTOMER_CREATE_FIELDS = frozenset({"title", "body", "category_id", "attachment_ids"})
+_CUSTOMER_UPDATE_FIELDS = frozenset({"status"})
+
+
+def is_staff(user: User) -> bool:
+    return user.role in STAFF
+
+
+class TicketService:
+    def __init__(self, settings: TicketSettings, *, timezone: ZoneInfo) -> None:
+        self.settings = settings
+        self.timezone = timezone
+
+    # --- create ---------------------------------------------------------------------------
+
+    async def create(self, session: AsyncSession, body: TicketCreate, *, actor: User, channel: Channel) -> Ticket:
+        if not is_staff(actor):
+            _refuse_fields(body, allowed=_CUSTOMER_CREATE_FIELDS)
+        requester = await self._requester(session, body.requester_id, actor)
+        await self._check_references(
+            session, category_id=body.category_id, assignee_id=body.assignee_id, team_id=body.team_id
+        )
+        now = utcnow()
+        priority = body.priority or Priority.normal
+        tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
+        ticket = Ticket(
+            number=await self._next_number(session, now),
+            title=body.title,
+            status=S.new,
+            priority=priority,
+            priority_rank=priority.rank,
+            channel=channel,
+            category_id=body.category_id,
+            requester_id=requester.id,
+            assignee_id=body.assignee_id,
+            team_id=body.team_id,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            tags=tags,
+        )
+        session.add(ticket)
+        await session.flush()
+        message = Message(
+            ticket_id=ticket.id, author_id=actor.id, body=body.body, internal=False, channel=channel, created_at=now
+        )
+        session.add(message)
+        await session.flush()
+        await self._claim_attachments(session, body.attachment_ids, actor=actor, ticket=ticket, message=message)
+        self._record(
+            session,
+            ticket,
+            "ticket.created",
+            actor,
+            data={"number": ticket.number, "title": ticket.title, "message_id": message.id},
+        )
+        if body.assignee_id is not None or body.team_id is not None:
+            self._record(
+                session,
+                ticket,
+                "ticket.assigned",
+                actor,
+                internal=True,
+                data={"assignee_id": [None, body.assignee_id], "team_id": [None, body.team_id]},
+            )
+        await session.flush()
+        return await crud_ticket.reload(session, ticket.id)
+
+    async def _requester(self, session: AsyncSession, requester_id: int | None, actor: User) -> User:
+        if requester_id is None or requester_id == actor.id:
+            return actor
+        requester = await session.get(User, requester_id)
+        if requester is None or not requester.is_active:
+            raise InvalidReference("requester_id")
+        return requester
+
+    async def _check_references(
+        self, session: AsyncSession, *, category_id: int | None, assignee_id: int | None, team_id: int | None
+    ) -> None:
+        if category_id is not None:
+            category = await session.get(Category, category_id)
+            if category is None or not category.is_active:
+                raise InvalidReference("category_id")
+        if assignee_id is not None:
+            assignee = await session.get(User, assignee_id)
+            if assignee is None or not assignee.is_active or assignee.role not in STAFF:
+                raise InvalidReference("assignee_id")
+        if team_id is not None and await session.get(Team, team_id) is None:
+            raise InvalidReference("team_id")
+
+    async def _next_number(self, session: AsyncSession, now: datetime) -> str:
+        day = now.astimezone(self.timezone).date()
+        seq = await crud_ticket.next_sequence(session, day.isoformat())
+        return self.settings.number_format.format(date=day, seq=seq)
+
+    async def _claim_attachments(
+        self, session: AsyncSession, ids: Sequence[int] | None, *, actor: User, ticket: Ticket, message: Message
+    ) -> None:
+        if ids and not await crud_ticket.claim_attachments(
+            session, ids, uploader_id=actor.id, ticket_id=ticket.id, message_id=message.id
+        ):
+            raise InvalidReference("attachment_ids")
+
+    # --- update ---------------------------------------------------------------------------
+
+    async def update(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        body: TicketUpdate,
+        *,
+        actor: User,
+        expected_version: int | None = None,
+    ) -> Ticket:
+        if expected_version is not None and expected_version != ticket.version:
+            raise VersionConflict(precondition=True, current_version=ticket.version)
+        if not is_staff(actor):
+            _refuse_fields(body, allowed=_CUSTOMER_UPDATE_FIELDS)
+        sent = {name for name in body.model_fields_set if getattr(body, name) is not None or name in _NULLABLE}
+        now = utcnow()
+        changes: dict[str, list[Any]] = {}
+        routing: dict[str, list[Any]] = {}
+
+        if "status" in sent and body.status is not None and body.status != ticket.status:
+            self._check_move(ticket, body.status, actor, now)
+            changes["status"] = [ticket.status.value, body.status.value]
+            self._set_status(ticket, body.status, now)
+        if "title" in sent and body.title is not None and body.title != ticket.title:
+            changes["title"] = [ticket.title, body.title]
+            ticket.title = body.title
+        if "priority" in sent and body.priority is not None and body.priority != ticket.priority:
+            changes["priority"] = [ticket.priority.value, body.priority.value]
+            ticket.priority, ticket.priority_rank = body.priority, body.priority.rank
+        if "category_id" in sent and body.category_id != ticket.category_id:
+            await self._check_references(session, category_id=body.category_id, assignee_id=None, team_id=None)
+            changes["category_id"] = [ticket.category_id, body.category_id]
+            ticket.category_id = body.category_id
+        if "tags" in sent and body.tags is not None:
+            old = [tag.name for tag in ticket.tags]
+            if sorted(set(body.tags)) != old:
+                ticket.tags = await crud_ticket.get_or_create_tags(session, body.tags)
+                changes["tags"] = [old, [tag.name for tag in ticket.tags]]
+        if "assignee_id" in sent and body.assignee_id != ticket.assignee_id:
+            await self._check_references(session, category_id=None, assignee_id=body.assignee_id, team_id=None)
+            routing["assignee_id"] = [ticket.assignee_id, body.assignee_id]
+            ticket.assignee_id = body.assignee_id
+        if "team_id" in sent and body.team_id != ticket.team_id:
+            await self._check_references(session, category_id=None, assignee_id=None, team_id=body.team_id)
+            routing["team_id"] = [ticket.team_id, body.team_id]
+            ticket.team_id = body.team_id
+
+        if changes:
+            self._record(session, ticket, "ticket.updated", actor, data=changes)
+        if routing:
+            self._record(session, ticket, "ticket.assigned", actor, internal=True, data=routing)
+        if changes or routing:
+            self._touch(ticket, now)
+        return await self._save(session, ticket)
+
+    def _check_move(self, ticket: Ticket, target: TicketStatus, actor: User, now: datetime) -> None:
+        allowed = _MOVES.get((ticket.status, target), frozenset())
+        if is_staff(actor) and "staff" in allowed:
+            return
+        if actor.id == ticket.requester_id:
+            if "requester" in allowed:
+                return
+            window = timedelta(days=self.settings.reopen_window_days)
+            resolved_at = ticket.resolved_at
+            if "requester_within_window" in allowed and resolved_at is not None and now - resolved_at <= window:
+                return
+        raise InvalidTransition
+
+    def _set_status(self, ticket: Ticket, status: TicketStatus, now: datetime) -> None:
+        ticket.status = status
+        if status == S.resolved:
+            ticket.resolved_at = now
+        elif status == S.closed:
+            ticket.closed_at = now
+        elif status in (S.open, S.pending, S.new):
+            ticket.resolved_at = None
+            ticket.closed_at = None
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def add_message(
+        self, session: AsyncSession, ticket: Ticket, body: MessageCreate, *, actor: User, channel: Channel
+    ) -> Message:
+        staff = is_staff(actor)
+        if body.internal and not staff:
+            raise FieldNotAllowed("internal")
+        if ticket.status == S.closed and not body.internal:
+            raise TicketClosed
+        now = utcnow()
+        message = Message(
+            ticket_id=ticket.id,
+            author_id=actor.id,
+            body=body.body,
+            internal=body.internal,
+            channel=channel,
+            created_at=now,
+        )
+        session.add(message)
+        await session.flush()
+        await self._claim_attachments(session, body.attachment_ids, actor=actor, ticket=ticket, message=message)
+        if body.internal:
+            # Internal notes leave the ticket as the customer sees it untouched (updated_at too).
+            self._record(session, ticket, "ticket.note_added", actor, internal=True, data={"message_id": message.id})
+            await session.flush()
+            return await crud_ticket.get_message(session, message.id)
+        self._record(session, ticket, "ticket.message_added", actor, data={"message_id": message.id})
+        self._auto_transition(session, ticket, actor, staff=staff, now=now)
+        self._touch(ticket, now)
+        await self._save(session, ticket)
+        return await crud_ticket.get_message(session, message.id)
+
+    def _auto_transition(
+        self, session: AsyncSession, ticket: Ticket, actor: User, *, staff: bool, now: datetime
+    ) -> None:
+        target: TicketStatus | None = None
+        if staff and actor.id != ticket.requester_id:
+            if ticket.first_responded_at is None:
+                ticket.first_responded_at = now
+            if ticket.status == S.new:
+                target = S.open
+        elif actor.id == ticket.requester_id and ticket.status in (S.pending, S.resolved):
+            target = S.open
+        if target is not None:
+            self._record(
+                session,
+                ticket,
+                "ticket.updated",
+                None,
+                data={"status": [ticket.status.value, target.value], "automatic": True},
+            )
+            self._set_status(ticket, target, now)
+
+    # --- merge and rating -----------------------------------------------------------------
+
+    async def merge(self, session: AsyncSession, source: Ticket, target: Ticket, *, actor: User) -> Ticket:
+        if not is_staff(actor):
+            raise Forbidden
+        if source.id == target.id or source.merged_into_id is not None or target.status == S.closed:
+            raise MergeNotAllowed
+        if source.requester_id != target.requester_id:
+            # Moving one customer's messages into another customer's ticket would show them to
+            # a stranger: merging is for duplicates from the same requester.
+            raise MergeNotAllowed(reason="different_requesters")
+        now = utcnow()
+        moved = await crud_ticket.move_messages(session, source_id=source.id, target_id=target.id)
+        self._record(session, source, "ticket.merged", actor, data={"into": target.id, "into_number": target.number})
+        self._record(
+            session,
+            target,
+            "ticket.merged",
+            actor,
+            data={"from": source.id, "from_number": source.number, "messages": moved},
+        )
+        source.merged_into_id = target.id
+        if source.status != S.closed:
+            self._set_status(source, S.closed, now)
+        self._touch(source, now)
+        self._touch(target, now)
+        await self._save(session, target)
+        return await self._save(session, source)
+
+    async def rate(self, session: AsyncSession, ticket: Ticket, body: RatingCreate, *, actor: User) -> Ticket:
+        if actor.id != ticket.requester_id:
+            raise Forbidden
+        if ticket.status not in (S.resolved, S.closed) or ticket.merged_into_id is not None:
+            raise RatingNotAllowed(reason="not_resolved")
+        now = utcnow()
+        rating = ticket.rating
+        if rating is None:
+            rating = Rating(ticket_id=ticket.id, score=body.score, comment=body.comment, created_at=now, updated_at=now)
+            session.add(rating)
+        elif now - rating.created_at > timedelta(days=self.settings.rating_edit_days):
+            raise RatingNotAllowed(reason="edit_window_passed")
+        else:
+            rating.score, rating.comment, rating.updated_at = body.score, body.comment, now
+        self._record(session, ticket, "ticket.rated", actor, data={"score": body.score})
+        self._touch(ticket, now)
+        return await self._save(session, ticket)
+
+    # --- watchers -------------------------------------------------------------------------
+
+    async def watch(self, session: AsyncSession, ticket: Ticket, *, actor: User, watching: bool) -> None:
+        if not is_staff(actor):
+            raise TicketNotFound  # watchers are invisible to customers, as is this route
+        if watching:
+            await crud_ticket.add_watcher(session, ticket.id, actor.id)
+        else:
+            await crud_ticket.remove_watcher(session, ticket.id, actor.id)
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    def _record(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        kind: str,
+        actor: User | None,
+        *,
+        internal: bool = False,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id,
+                type=kind,
+                actor_id=actor.id if actor else None,
+                internal=internal,
+                data=data or {},
+                created_at=utcnow(),
+            )
+        )
+
+    def _touch(self, ticket: Ticket, now: datetime) -> None:
+        """A change users see: newer updated_at, next version."""
+        ticket.updated_at = now
+        ticket.version = ticket.version + 1
+
+    async def _save(self, session: AsyncSession, ticket: Ticket) -> Ticket:
+        try:
+            await session.flush()
+        except StaleDataError:
+            raise VersionConflict from None
+        return await crud_ticket.reload(session, ticket.id)
+
+
+_NULLABLE = frozenset({"category_id", "assignee_id", "team_id"})
+
+
+def _refuse_fields(body: TicketCreate | TicketUpdate, *, allowed: frozenset[str]) -> None:
+    for name in sorted(body.model_fields_set - allowed):
+        if getattr(body, name) is not None:
+            raise FieldNotAllowed(name)
