@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -30,6 +32,20 @@ ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 MIGRATION_LOCK_ID = 0x48454C50_4445534B  # "HELPDESK"
 
 
+# Alembic's `context` and `op` are process-wide proxies: two runs interleaving on one event loop
+# (even on different databases, which the database locks do not serialise) would send one
+# run's DDL through the other's connection. One run at a time per event loop.
+_RUN_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _run_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _RUN_LOCKS.get(loop)
+    if lock is None:
+        lock = _RUN_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 class ForeignKeyViolation(RuntimeError):
     pass
 
@@ -47,13 +63,14 @@ def known_heads() -> frozenset[str]:
 
 async def run_locked(url: str, work: Callable[[Connection], Any]) -> None:
     """Open a migration connection, take the lock, run `work(connection)`, check, commit."""
-    engine = create_engine(url, foreign_keys=False, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            await conn.execution_options(**{WRITE_OPTION: True})
-            await conn.run_sync(_locked_sync, work)
-    finally:
-        await engine.dispose()
+    async with _run_lock():
+        engine = create_engine(url, foreign_keys=False, null_pool=True)
+        try:
+            async with engine.connect() as conn:
+                await conn.execution_options(**{WRITE_OPTION: True})
+                await conn.run_sync(_locked_sync, work)
+        finally:
+            await engine.dispose()
 
 
 def _locked_sync(conn: Connection, work: Callable[[Connection], Any]) -> None:
