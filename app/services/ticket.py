@@ -390,6 +390,9 @@ _NULLABLE = frozenset({"category_id", "assignee_id", "team_id"})
 
 
 def _refuse_fields(body: TicketCreate | TicketUpdate, *, allowed: frozenset[str]) -> None:
+    """422 for a field the caller may not set. On a create a null is the default anyway; on an
+    update a null clears the field (`assignee_id: null` unassigns), so it counts as setting it."""
+    clearing_counts = isinstance(body, TicketUpdate)
     for name in sorted(body.model_fields_set - allowed):
-        if getattr(body, name) is not None:
+        if clearing_counts or getattr(body, name) is not None:
             raise FieldNotAllowed(name)

@@ -1,0 +1,414 @@
+"""Ticket creation, numbering, idempotency, lists (filters, sorts, cursors) and input limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, func, select, update
+
+from app.models import Ticket
+from app.models.user import Role
+from tests.conftest import bearer, create_user, login
+
+TICKETS = "/api/v1/tickets"
+
+
+async def new_ticket(client, tokens, **fields):
+    body = {"title": "电脑蓝屏", "body": "开机就蓝屏，错误代码 0x0000007B", **fields}
+    response = await client.post(TICKETS, json=body, headers=bearer(tokens))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_customer_opens_a_ticket(client, customer):
+    response = await client.post(
+        TICKETS,
+        json={"title": "  打印机卡纸  ", "body": "三楼打印机\n又卡纸了"},
+        headers={**bearer(customer), "X-Client": "miniprogram"},
+    )
+    assert response.status_code == 201
+    ticket = response.json()
+    assert ticket["title"] == "打印机卡纸"
+    assert ticket["status"] == "new"
+    assert ticket["priority"] == "normal"
+    assert ticket["channel"] == "miniprogram"
+    assert ticket["requester"] == {"id": customer["id"], "display_name": "Customer1"}
+    assert ticket["assignee"] is None
+    assert ticket["version"] == 1
+    assert re.fullmatch(r"\d{8}-\d{4}", ticket["number"])
+    assert ticket["created_at"].endswith("Z")
+    messages = (await client.get(f"{TICKETS}/{ticket['id']}/messages", headers=bearer(customer))).json()
+    assert [m["body"] for m in messages] == ["三楼打印机\n又卡纸了"]
+
+
+async def test_unknown_client_channel_counts_as_api(client, customer):
+    ticket = await new_ticket(client, customer)
+    assert ticket["channel"] == "api"
+    response = await client.post(
+        TICKETS, json={"title": "t", "body": "b"}, headers={**bearer(customer), "X-Client": "qq"}
+    )
+    assert response.json()["channel"] == "api"  # only the bot records qq
+
+
+async def test_ticket_numbers_use_the_business_day_and_count_up(app, client, customer):
+    first, second = await new_ticket(client, customer), await new_ticket(client, customer)
+    day = datetime.now(app.state.settings.tz).strftime("%Y%m%d")
+    assert first["number"] == f"{day}-0001"
+    assert second["number"] == f"{day}-0002"
+
+
+async def test_fifty_concurrent_creates_get_fifty_distinct_numbers(client, customer):
+    responses = await asyncio.gather(
+        *[client.post(TICKETS, json={"title": f"并发 {i}", "body": "x"}, headers=bearer(customer)) for i in range(50)]
+    )
+    assert [r.status_code for r in responses] == [201] * 50
+    numbers = {r.json()["number"] for r in responses}
+    assert len(numbers) == 50
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+async def test_idempotent_replay_returns_the_first_response(client, customer, admin_engine):
+    headers = {**bearer(customer), "Idempotency-Key": "create-1", "Content-Type": "application/json"}
+    first = await client.post(TICKETS, content=b'{"title": "A", "body": "B"}', headers=headers)
+    # Same request with keys reordered and other whitespace: the same request.
+    again = await client.post(TICKETS, content=b'{ "body":"B",\n "title":"A" }', headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    async with admin_engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Ticket))).scalar() == 1
+
+
+async def test_same_key_different_request_is_422(client, customer):
+    headers = {**bearer(customer), "Idempotency-Key": "create-2"}
+    assert (await client.post(TICKETS, json={"title": "A", "body": "B"}, headers=headers)).status_code == 201
+    response = await client.post(TICKETS, json={"title": "A", "body": "other"}, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+
+
+async def test_keys_are_per_user(client, customer, agent):
+    one = await client.post(
+        TICKETS, json={"title": "A", "body": "B"}, headers={**bearer(customer), "Idempotency-Key": "shared"}
+    )
+    two = await client.post(
+        TICKETS, json={"title": "A", "body": "B"}, headers={**bearer(agent), "Idempotency-Key": "shared"}
+    )
+    assert one.json()["id"] != two.json()["id"]
+
+
+async def test_failed_request_does_not_burn_the_key(client, customer):
+    headers = {**bearer(customer), "Idempotency-Key": "retry-me"}
+    bad = await client.post(TICKETS, json={"title": "A", "body": "B", "category_id": 999}, headers=headers)
+    assert bad.status_code == 422
+    good = await client.post(TICKETS, json={"title": "A", "body": "B"}, headers=headers)
+    # A different body: allowed, since nothing was stored for the failed attempt.
+    assert good.status_code == 201
+
+
+async def test_twenty_concurrent_requests_with_one_key_create_one_ticket(client, customer, admin_engine):
+    headers = {**bearer(customer), "Idempotency-Key": "storm"}
+    responses = await asyncio.gather(
+        *[client.post(TICKETS, json={"title": "暴风", "body": "雨"}, headers=headers) for _ in range(20)]
+    )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 409}, statuses
+    created = [r.json() for r in responses if r.status_code == 201]
+    assert created
+    assert len({t["id"] for t in created}) == 1
+    for conflict in (r for r in responses if r.status_code == 409):
+        assert conflict.json()["code"] == "idempotency_key_in_progress"
+    async with admin_engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Ticket))).scalar() == 1
+
+
+async def test_message_creation_is_idempotent_too(client, customer):
+    ticket = await new_ticket(client, customer)
+    headers = {**bearer(customer), "Idempotency-Key": "msg-1"}
+    url = f"{TICKETS}/{ticket['id']}/messages"
+    first = await client.post(url, json={"body": "补充一下"}, headers=headers)
+    second = await client.post(url, json={"body": "补充一下"}, headers=headers)
+    assert first.json() == second.json()
+    assert len((await client.get(url, headers=bearer(customer))).json()) == 2
+
+
+async def test_overlong_idempotency_key_is_refused(client, customer):
+    response = await client.post(
+        TICKETS, json={"title": "A", "body": "B"}, headers={**bearer(customer), "Idempotency-Key": "k" * 256}
+    )
+    assert response.status_code == 422
+
+
+# --- lists ---------------------------------------------------------------------------------
+
+
+async def test_cursor_walk_sees_every_ticket_once_while_new_ones_arrive(client, customer):
+    original = {(await new_ticket(client, customer, title=f"t{i}"))["id"] for i in range(120)}
+    seen: list[int] = []
+    cursor, extra = None, 0
+    while True:
+        params = {"limit": 7, "sort": "created_at", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(TICKETS, params=params, headers=bearer(customer))).json()
+        seen += [t["id"] for t in page["items"]]
+        if extra < 10:
+            await new_ticket(client, customer, title=f"late{extra}")
+            extra += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)), "a ticket was returned twice"
+    assert original <= set(seen), "an original ticket was skipped"
+
+
+@pytest.mark.parametrize("sort", ["-updated_at", "created_at", "-created_at", "-priority", "due"])
+async def test_every_sort_pages_without_gaps_or_repeats(app, client, agent, sort):
+    for i, priority in enumerate(["low", "urgent", "normal", "high", "urgent", "low", "normal"]):
+        await new_ticket(client, agent, title=f"s{i}", priority=priority)
+    await _set_due_dates(app)
+    all_at_once = (await client.get(TICKETS, params={"sort": sort, "limit": 100}, headers=bearer(agent))).json()
+    walked, cursor = [], None
+    while True:
+        params = {"sort": sort, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(TICKETS, params=params, headers=bearer(agent))).json()
+        walked += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == [t["id"] for t in all_at_once["items"]]
+    assert len(walked) == 7
+
+
+async def _set_due_dates(app):
+    """Give some tickets due dates (later issues compute them from SLA) and leave others without."""
+    base = datetime(2026, 12, 1, tzinfo=UTC)
+    async with app.state.ctx.db.transaction() as session:
+        ids = (await session.execute(select(Ticket.id).order_by(Ticket.id))).scalars().all()
+        for offset, ticket_id in enumerate(ids[:4]):
+            due = base + timedelta(hours=(3 - offset) % 4)
+            await session.execute(update(Ticket).where(Ticket.id == ticket_id).values(resolution_due_at=due))
+
+
+async def test_priority_sort_is_by_rank_and_due_puts_missing_dates_last(app, client, agent):
+    for priority in ["low", "urgent", "normal", "high"]:
+        await new_ticket(client, agent, title=priority, priority=priority)
+    by_priority = (await client.get(TICKETS, params={"sort": "-priority"}, headers=bearer(agent))).json()["items"]
+    assert [t["priority"] for t in by_priority] == ["urgent", "high", "normal", "low"]
+    await _set_due_dates(app)
+    await new_ticket(client, agent, title="no due date")
+    by_due = (await client.get(TICKETS, params={"sort": "due"}, headers=bearer(agent))).json()["items"]
+    dues = [t["resolution_due_at"] for t in by_due]
+    assert dues[:4] == sorted(dues[:4])
+    assert dues[4:] == [None]
+
+
+async def test_cursor_from_another_sort_is_refused(client, agent):
+    for i in range(3):
+        await new_ticket(client, agent, title=f"c{i}")
+    cursor = (await client.get(TICKETS, params={"limit": 1}, headers=bearer(agent))).json()["next_cursor"]
+    response = await client.get(
+        TICKETS, params={"limit": 1, "sort": "-priority", "cursor": cursor}, headers=bearer(agent)
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_cursor"
+
+
+async def test_filters(app, client, customer, agent):
+    other = await create_user(app, "agent2", Role.agent)
+    a = await new_ticket(client, agent, title="网络断了", priority="high", tags=["网络"], assignee_id=agent["id"])
+    b = await new_ticket(client, agent, title="邮箱满了", tags=["邮箱"], assignee_id=other)
+    c = await new_ticket(client, customer, title="打印机")
+    await client.patch(f"{TICKETS}/{b['id']}", json={"status": "pending"}, headers=bearer(agent))
+
+    async def ids(**params):
+        response = await client.get(TICKETS, params=params, headers=bearer(agent))
+        assert response.status_code == 200, response.text
+        return {t["id"] for t in response.json()["items"]}
+
+    assert await ids(status="pending") == {b["id"]}
+    assert await ids(status=["pending", "new"]) == {a["id"], b["id"], c["id"]}
+    assert await ids(priority="high") == {a["id"]}
+    assert await ids(assignee_id="me") == {a["id"]}
+    assert await ids(assignee_id=str(other)) == {b["id"]}
+    assert await ids(assignee_id="none") == {c["id"]}
+    assert await ids(requester_id=customer["id"]) == {c["id"]}
+    assert await ids(tag="网络") == {a["id"]}
+    assert await ids(number=c["number"]) == {c["id"]}
+    assert await ids(q="邮箱") == {b["id"]}
+    assert await ids(q="%") == set()  # LIKE wildcards are matched literally
+    assert await ids(channel="api") == {a["id"], b["id"], c["id"]}
+    assert await ids(created_after="2000-01-01T00:00:00Z") == {a["id"], b["id"], c["id"]}
+    assert await ids(created_before="2000-01-01T00:00:00Z") == set()
+    # b was created before c but changed after it: both changed after b's creation.
+    assert await ids(updated_after=b["updated_at"]) == {b["id"], c["id"]}
+
+
+async def test_bad_filter_values_are_422(client, agent):
+    for params in (
+        {"status": "done"},
+        {"priority": "meh"},
+        {"assignee_id": "someone"},
+        {"sort": "title"},
+        {"limit": 0},
+        {"created_after": "yesterday"},
+    ):
+        response = await client.get(TICKETS, params=params, headers=bearer(agent))
+        assert response.status_code == 422, params
+        assert response.json()["code"] == "validation_error"
+
+
+async def test_list_runs_a_constant_number_of_statements(app, client, agent, customer):
+    for i in range(12):
+        await new_ticket(client, agent, title=f"n{i}", tags=["a", "b"], assignee_id=agent["id"])
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = app.state.ctx.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        counts = []
+        for limit in (1, 5, 12):
+            statements.clear()
+            response = await client.get(TICKETS, params={"limit": limit}, headers=bearer(agent))
+            assert len(response.json()["items"]) == limit
+            counts.append(len(statements))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # authentication (1) + tickets with their many-to-ones (1) + tags (1), at any page size
+    assert counts == [counts[0]] * 3
+    assert counts[0] <= 4, statements
+
+
+# --- input limits --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"title": "x" * 201, "body": "b"}, "title", "too_long"),
+        ({"title": "t", "body": "b" * 50_001}, "body", "too_long"),
+        ({"title": "   ", "body": "b"}, "title", "blank"),
+        ({"title": "t", "body": "\u0000\u0007 \n"}, "body", "blank"),
+        ({"title": "t"}, "body", "required"),
+        ({"title": "t", "body": "b", "tags": ["x" * 51]}, "tags.0", "too_long"),
+        ({"title": "t", "body": "b", "tags": [f"t{i}" for i in range(21)]}, "tags", "too_long"),
+        ({"title": "t", "body": "b", "priority": "asap"}, "priority", "invalid_value"),
+        ({"title": "t", "body": "b", "surprise": 1}, "surprise", "unknown_field"),
+    ],
+)
+async def test_input_limits_are_field_errors(client, agent, body, field, code):
+    response = await client.post(TICKETS, json=body, headers=bearer(agent))
+    assert response.status_code == 422, response.text
+    errors = {(e["field"], e["code"]) for e in response.json()["errors"]}
+    assert (field, code) in errors, errors
+
+
+async def test_control_characters_are_stripped(client, customer):
+    ticket = await new_ticket(client, customer, title="a\u0000b\u202ec", body="line1\r\nline2\u0008")
+    assert ticket["title"] == "abc"
+    messages = (await client.get(f"{TICKETS}/{ticket['id']}/messages", headers=bearer(customer))).json()
+    assert messages[0]["body"] == "line1\r\nline2"
+
+
+async def test_tags_are_normalised_and_deduplicated(client, agent):
+    ticket = await new_ticket(client, agent, tags=["Printer", "printer", "ＰＲＩＮＴＥＲ", "打印机"])
+    assert ticket["tags"] == ["printer", "打印机"]
+
+
+async def test_agent_creates_on_behalf_of_a_customer(client, agent, customer):
+    ticket = await new_ticket(client, agent, requester_id=customer["id"])
+    assert ticket["requester"]["id"] == customer["id"]
+    listed = (await client.get(TICKETS, headers=bearer(customer))).json()["items"]
+    assert [t["id"] for t in listed] == [ticket["id"]]
+
+
+async def test_assignee_must_be_an_active_agent(client, agent, customer):
+    response = await client.post(
+        TICKETS, json={"title": "t", "body": "b", "assignee_id": customer["id"]}, headers=bearer(agent)
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "assignee_id"
+
+
+async def test_concurrent_updates_never_surface_as_500(client, agent, app):
+    ticket = await new_ticket(client, agent)
+    url = f"{TICKETS}/{ticket['id']}"
+    responses = await asyncio.gather(
+        *[client.patch(url, json={"title": f"改名 {i}"}, headers=bearer(agent)) for i in range(12)]
+    )
+    assert {r.status_code for r in responses} <= {200, 409}
+    final = (await client.get(url, headers=bearer(agent))).json()
+    winners = [r.json() for r in responses if r.status_code == 200]
+    assert final["version"] == 1 + len(winners)
+    assert all(r.json()["code"] == "version_conflict" for r in responses if r.status_code == 409)
+
+
+async def test_etag_and_if_match(client, agent):
+    ticket = await new_ticket(client, agent)
+    url = f"{TICKETS}/{ticket['id']}"
+    read = await client.get(url, headers=bearer(agent))
+    assert read.headers["etag"] == '"1"'
+    changed = await client.patch(url, json={"title": "新标题"}, headers={**bearer(agent), "If-Match": '"1"'})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] == '"2"'
+    stale = await client.patch(url, json={"title": "旧的"}, headers={**bearer(agent), "If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert stale.json()["code"] == "version_conflict"
+    assert stale.json()["current_version"] == 2
+    unchanged = await client.patch(url, json={"title": "新标题"}, headers=bearer(agent))
+    assert unchanged.json()["version"] == 2  # nothing changed, nothing bumped
+
+
+async def test_method_override_reaches_ticket_patch(client, agent):
+    ticket = await new_ticket(client, agent)
+    response = await client.post(
+        f"{TICKETS}/{ticket['id']}",
+        json={"priority": "urgent"},
+        headers={**bearer(agent), "X-HTTP-Method-Override": "PATCH"},
+    )
+    assert response.status_code == 200
+    assert response.json()["priority"] == "urgent"
+
+
+async def test_ticket_json_has_the_documented_shape(client, customer):
+    ticket = await new_ticket(client, customer)
+    assert set(ticket) == {
+        "id",
+        "number",
+        "title",
+        "status",
+        "priority",
+        "channel",
+        "category",
+        "tags",
+        "requester",
+        "assignee",
+        "team",
+        "created_at",
+        "updated_at",
+        "first_response_due_at",
+        "resolution_due_at",
+        "first_responded_at",
+        "resolved_at",
+        "closed_at",
+        "merged_into",
+        "rating",
+        "version",
+    }
+    json.dumps(ticket)
+
+
+async def test_customer_cannot_clear_routing_fields_with_null(client, agent, customer):
+    ticket = await new_ticket(client, agent, requester_id=customer["id"], assignee_id=agent["id"])
+    for field in ("assignee_id", "team_id", "category_id"):
+        response = await client.patch(f"{TICKETS}/{ticket['id']}", json={field: None}, headers=bearer(customer))
+        assert response.status_code == 422, field
+        assert response.json()["code"] == "field_not_allowed"
+    assert (await client.get(f"{TICKETS}/{ticket['id']}", headers=bearer(agent))).json()["assignee"] is not None
