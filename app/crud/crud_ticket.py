@@ -19,6 +19,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from app.core.errors import TicketNotFound
+from app.db.base import utcnow
 from app.models.attachment import Attachment
 from app.models.tag import Tag, ticket_tags
 from app.models.ticket import (
@@ -193,7 +194,7 @@ async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> lis
     if not wanted:
         return []
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    now = datetime.now().astimezone()
+    now = utcnow()
     await session.execute(
         insert(Tag)
         .values([{"name": n, "created_at": now, "updated_at": now} for n in wanted])
