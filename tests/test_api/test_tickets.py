@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select, update
 
 from app.models import Ticket
 from app.models.user import Role
-from tests.conftest import bearer, create_user, login
+from tests.conftest import bearer, create_user
 
 TICKETS = "/api/v1/tickets"
 
