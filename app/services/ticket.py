@@ -100,12 +100,16 @@ class TicketService:
         )
         session.add(ticket)
         await session.flush()
-        message = Message(
-            ticket_id=ticket.id, author_id=actor.id, body=body.body, internal=False, channel=channel, created_at=now
+        message = await self._write_message(
+            session,
+            ticket,
+            actor=actor,
+            text=body.body,
+            internal=False,
+            channel=channel,
+            now=now,
+            attachment_ids=body.attachment_ids,
         )
-        session.add(message)
-        await session.flush()
-        await self._claim_attachments(session, body.attachment_ids, actor=actor, ticket=ticket, message=message)
         self._record(
             session,
             ticket,
@@ -152,13 +156,29 @@ class TicketService:
         seq = await crud_ticket.next_sequence(session, day.isoformat())
         return self.settings.number_format.format(date=day, seq=seq)
 
-    async def _claim_attachments(
-        self, session: AsyncSession, ids: Sequence[int] | None, *, actor: User, ticket: Ticket, message: Message
-    ) -> None:
-        if ids and not await crud_ticket.claim_attachments(
-            session, ids, uploader_id=actor.id, ticket_id=ticket.id, message_id=message.id
+    async def _write_message(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        *,
+        actor: User,
+        text: str,
+        internal: bool,
+        channel: Channel,
+        now: datetime,
+        attachment_ids: Sequence[int] | None,
+    ) -> Message:
+        """The message row, with the caller's own unattached uploads claimed for it."""
+        message = Message(
+            ticket_id=ticket.id, author_id=actor.id, body=text, internal=internal, channel=channel, created_at=now
+        )
+        session.add(message)
+        await session.flush()
+        if attachment_ids and not await crud_ticket.claim_attachments(
+            session, attachment_ids, uploader_id=actor.id, ticket_id=ticket.id, message_id=message.id
         ):
             raise InvalidReference("attachment_ids")
+        return message
 
     # --- update ---------------------------------------------------------------------------
 
@@ -250,17 +270,16 @@ class TicketService:
         if ticket.status == S.closed and not body.internal:
             raise TicketClosed
         now = utcnow()
-        message = Message(
-            ticket_id=ticket.id,
-            author_id=actor.id,
-            body=body.body,
+        message = await self._write_message(
+            session,
+            ticket,
+            actor=actor,
+            text=body.body,
             internal=body.internal,
             channel=channel,
-            created_at=now,
+            now=now,
+            attachment_ids=body.attachment_ids,
         )
-        session.add(message)
-        await session.flush()
-        await self._claim_attachments(session, body.attachment_ids, actor=actor, ticket=ticket, message=message)
         if body.internal:
             # Internal notes leave the ticket as the customer sees it untouched (updated_at too).
             self._record(session, ticket, "ticket.note_added", actor, internal=True, data={"message_id": message.id})
