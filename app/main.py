@@ -24,8 +24,9 @@ from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
-from app.services.attachment import AttachmentLinks
+from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
+from app.services.storage import LocalStorage
 from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.wechat import WeChatClient
@@ -68,7 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     app.add_middleware(MethodOverrideMiddleware)
-    app.add_middleware(BodyLimitMiddleware, default=settings.max_json_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_json_body_bytes,
+        limits={"/api/v1/attachments": upload_body_limit(settings.attachments)},
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -112,6 +117,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
     hasher = PasswordHasher(settings.auth)
     signer = TokenSigner(settings.signing_key(), settings.auth.access_token_ttl_seconds)
+    links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -123,7 +129,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
         tickets=TicketService(settings.tickets, timezone=settings.tz),
-        links=AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds),
+        links=links,
+        attachments=AttachmentService(
+            settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
+        ),
     )
     app.state.ctx = ctx
     try:

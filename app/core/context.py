@@ -11,7 +11,7 @@ from app.core.config import Settings
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
-from app.services.attachment import AttachmentLinks
+from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
 from app.services.ticket import TicketService
 from app.services.user import UserService
@@ -31,3 +31,4 @@ class AppContext:
     wechat: WeChatClient
     tickets: TicketService
     links: AttachmentLinks
+    attachments: AttachmentService

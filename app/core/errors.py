@@ -185,6 +185,12 @@ class InvalidCursor(AppError):
     status, code = 400, "invalid_cursor"
 
 
+class PayloadTooLarge(AppError):
+    """An upload over its limit (the body-limit middleware answers the same for whole bodies)."""
+
+    status, code = 413, "payload_too_large"
+
+
 def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the errors an endpoint may answer, grouped by status."""
     by_status: dict[int, list[str]] = {}

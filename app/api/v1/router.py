@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.api.v1.endpoints import auth, health, tickets, users
+from app.api.v1.endpoints import attachments, auth, health, tickets, users
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(health.router)
 api_router.include_router(auth.router)
 api_router.include_router(users.router)
 api_router.include_router(tickets.router)
+api_router.include_router(attachments.router)
