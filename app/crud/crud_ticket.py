@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -235,6 +235,13 @@ async def list_events(session: AsyncSession, ticket_id: int, *, include_internal
     if not include_internal:
         stmt = stmt.where(TicketEvent.internal.is_(False))
     return list((await session.execute(stmt)).unique().scalars())
+
+
+async def count_messages(session: AsyncSession, ticket_id: int, *, include_internal: bool) -> int:
+    stmt = select(func.count()).select_from(Message).where(Message.ticket_id == ticket_id)
+    if not include_internal:
+        stmt = stmt.where(Message.internal.is_(False))
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def move_messages(session: AsyncSession, *, source_id: int, target_id: int) -> int:

@@ -324,14 +324,16 @@ class TicketService:
             # a stranger: merging is for duplicates from the same requester.
             raise MergeNotAllowed(reason="different_requesters")
         now = utcnow()
-        moved = await crud_ticket.move_messages(session, source_id=source.id, target_id=target.id)
+        # The event is public: it counts what the customer will see, never the internal notes.
+        public_moved = await crud_ticket.count_messages(session, source.id, include_internal=False)
+        await crud_ticket.move_messages(session, source_id=source.id, target_id=target.id)
         self._record(session, source, "ticket.merged", actor, data={"into": target.id, "into_number": target.number})
         self._record(
             session,
             target,
             "ticket.merged",
             actor,
-            data={"from": source.id, "from_number": source.number, "messages": moved},
+            data={"from": source.id, "from_number": source.number, "messages": public_moved},
         )
         source.merged_into_id = target.id
         if source.status != S.closed:
