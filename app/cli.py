@@ -1,4 +1,4 @@
-"""`helpdesk` command line: serve, migrate, create-admin, openapi."""
+"""`helpdesk` command line: serve, worker, migrate, create-admin, openapi."""
 
 from __future__ import annotations
 
@@ -15,22 +15,62 @@ app = typer.Typer(help="Helpdesk (工单系统) backend", no_args_is_help=True, 
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: HELPDESK_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: HELPDESK_PORT)")] = None,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="run the job worker in this process")] = True,
 ) -> None:
     """Serve the API; migrations are applied on start-up."""
     import uvicorn
 
     from app.core.config import load_settings
+    from app.main import create_app
 
     settings = load_settings()
+    if not worker:
+        settings.worker.enabled = False
     uvicorn.run(
-        "app.main:create_app",
-        factory=True,
+        create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,  # our JSON logging, configured by create_app
         proxy_headers=False,  # X-Forwarded-For is believed only from HELPDESK_TRUSTED_PROXIES
         server_header=False,
     )
+
+
+@app.command("worker")
+def run_worker(
+    once: Annotated[bool, typer.Option("--once", help="run the due jobs, then exit")] = False,
+) -> None:
+    """Run the job worker alone (no API); stops gracefully on SIGTERM/SIGINT."""
+    asyncio.run(_run_worker(once=once))
+
+
+async def _run_worker(*, once: bool) -> None:
+    import signal
+
+    from app.core.config import load_settings
+    from app.core.logging import configure_logging
+    from app.db import migrate as migrations
+    from app.db.session import Database
+    from app.jobs.handlers import build_worker
+    from app.services.ticket import TicketService
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    await migrations.upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    worker = build_worker(settings, db, TicketService(settings.tickets, timezone=settings.tz))
+    try:
+        if once:
+            count = await worker.run_until_idle()
+            typer.echo(f"ran {count} job(s)")
+            return
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(worker.run_forever())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        await task
+    finally:
+        await db.dispose()
 
 
 @app.command()

@@ -3,6 +3,7 @@ database engine, the HTTP client and Redis, and closes them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
+from app.jobs.handlers import build_worker
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
 from app.services.storage import LocalStorage
@@ -135,10 +137,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
     )
     app.state.ctx = ctx
+    worker_task: asyncio.Task[None] | None = None
+    worker = None
     try:
         await _bootstrap_admin(ctx)
+        if settings.worker.enabled:
+            worker = build_worker(settings, db, ctx.tickets)
+            worker_task = asyncio.create_task(worker.run_forever(), name="job-worker")
         yield
     finally:
+        if worker is not None and worker_task is not None:
+            await worker.stop()
+            worker_task.cancel()
+            await asyncio.gather(worker_task, return_exceptions=True)
         await http.aclose()
         if redis is not None:
             await redis.aclose()

@@ -86,6 +86,9 @@ async def admin_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def empty_tables(engine: AsyncEngine) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as conn:
+        # Categories point at their parent (RESTRICT, checked row by row on SQLite); nesting is
+        # one level deep, so children first.
+        await conn.execute(text("DELETE FROM categories WHERE parent_id IS NOT NULL"))
         if engine.dialect.name == "postgresql":
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
@@ -104,6 +107,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         auto_migrate=False,
         log_json=False,
         auth=cheap_auth(),
+        # Tests run jobs explicitly (tests/test_jobs); a background worker would race them.
+        worker={"enabled": False},
     )
 
 

@@ -60,6 +60,8 @@ class TicketSettings(BaseModel):
     # {date} is the business day in HELPDESK_TIMEZONE, {seq} that day's counter.
     number_format: str = "{date:%Y%m%d}-{seq:04d}"
     reopen_window_days: int = Field(default=7, ge=0)
+    # Resolved tickets close by themselves after this many days (0: never).
+    auto_close_days: int = Field(default=7, ge=0)
     rating_edit_days: int = Field(default=7, ge=0)
 
     @field_validator("number_format")
@@ -74,6 +76,15 @@ class TicketSettings(BaseModel):
         if "{seq" not in value:
             raise ValueError("number_format must contain {seq}")
         return value
+
+
+class WorkerSettings(BaseModel):
+    # Run the job worker inside the API process (the embedded default); `helpdesk worker`
+    # runs it alone, `helpdesk serve --no-worker` serves only.
+    enabled: bool = True
+    concurrency: int = Field(default=4, ge=1)
+    lease_seconds: float = Field(default=300.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -111,6 +122,7 @@ class Settings(BaseSettings):
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -9,7 +9,7 @@ from the sqlite3 driver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,13 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 # Execution option that marks a connection whose transactions may write.
 WRITE_OPTION = "helpdesk_write"
+# Session.info flag: "run the commit hooks after this transaction commits" (set by enqueue).
+WAKE_AFTER_COMMIT = "helpdesk_wake_after_commit"
 
 
 def is_sqlite(url: str) -> bool:
@@ -77,15 +80,35 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_
 
 
 class Database:
-    """Owns the engine and the session factories; created and disposed in the app lifespan."""
+    """Owns the engine and the session factories; created and disposed in the app lifespan.
+
+    `commit_hooks` run after a transaction that set WAKE_AFTER_COMMIT commits (the job worker
+    is woken that way the moment a job it could run exists, not at its next poll)."""
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
-        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.commit_hooks: list[Callable[[], None]] = []
+        # A Session class of our own, so these listeners concern this Database only.
+        session_class = type("HelpdeskSession", (Session,), {})
+        event.listen(session_class, "after_commit", self._after_commit)
+        event.listen(session_class, "after_rollback", self._after_rollback)
+        self._read_sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
+        )
         writer = self.engine.execution_options(**{WRITE_OPTION: True})
-        self._write_sessions = async_sessionmaker(writer, expire_on_commit=False, autoflush=False)
+        self._write_sessions = async_sessionmaker(
+            writer, expire_on_commit=False, autoflush=False, sync_session_class=session_class
+        )
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(WAKE_AFTER_COMMIT, False):
+            for hook in self.commit_hooks:
+                hook()
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(WAKE_AFTER_COMMIT, None)
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self._write_sessions if write else self._read_sessions)()

@@ -6,6 +6,7 @@ from app.models.auth_session import AuthSession, RefreshToken
 from app.models.canned_response import CannedResponse
 from app.models.category import Category
 from app.models.idempotency import IdempotencyRecord
+from app.models.job import Job, JobStatus
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team, team_members
 from app.models.ticket import (
@@ -31,6 +32,8 @@ __all__ = [
     "ExternalIdentity",
     "IdempotencyRecord",
     "IdentityProvider",
+    "Job",
+    "JobStatus",
     "Message",
     "Priority",
     "Rating",

@@ -312,6 +312,22 @@ class TicketService:
             )
             self._set_status(ticket, target, now)
 
+    async def close_automatically(self, session: AsyncSession, ticket: Ticket) -> Ticket:
+        """Resolved for long enough: closed by the system (API.md's "Automatic" column)."""
+        if ticket.status != S.resolved:
+            return ticket
+        now = utcnow()
+        self._record(
+            session,
+            ticket,
+            "ticket.updated",
+            None,
+            data={"status": [ticket.status.value, S.closed.value], "automatic": True},
+        )
+        self._set_status(ticket, S.closed, now)
+        self._touch(ticket, now)
+        return await self._save(session, ticket)
+
     # --- merge and rating -----------------------------------------------------------------
 
     async def merge(self, session: AsyncSession, source: Ticket, target: Ticket, *, actor: User) -> Ticket:

@@ -1,0 +1,1 @@
+"""Durable jobs: a transactional outbox table, a worker that claims and runs them, a schedule."""

@@ -1,0 +1,251 @@
+"""The worker: claims due jobs, runs their handlers, retries with backoff, never loses one.
+
+- Claiming takes a batch in one short write transaction: `FOR UPDATE SKIP LOCKED` on
+  PostgreSQL (workers in several processes never claim the same row); SQLite has one writer
+  at a time anyway. A claim sets a lease (`locked_until`); a job whose lease expired (its
+  worker crashed) is claimed again.
+- Handlers get the job's ids and run their own short transactions (a handler may wait on
+  the network; it must not hold SQLite's write lock meanwhile). They must be idempotent: a
+  job runs at least once.
+- Failure: `PermanentJobError` -> failed (no retry); anything else, a timeout included ->
+  retried after an exponential backoff with jitter, until `max_attempts` -> dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, false, or_, select, true, update
+
+from app.core.logging import redact
+from app.db.base import utcnow
+from app.db.session import Database
+from app.jobs.queue import enqueue
+from app.models.job import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class PermanentJobError(Exception):
+    """Raised by a handler when retrying cannot help (the row is gone, the input is invalid)."""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    db: Database
+
+
+Handler = Callable[[JobRun], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Enqueue `kind` once per `every_seconds` slot, however many workers run the schedule."""
+
+    kind: str
+    every_seconds: int
+
+
+@dataclass
+class WorkerOptions:
+    batch_size: int = 20
+    concurrency: int = 4
+    lease_seconds: float = 300.0
+    poll_seconds: float = 1.0
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 3600.0
+    handles_unrouted: bool = True
+    periodic: list[Periodic] = field(default_factory=list)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        handlers: dict[str, Handler],
+        settings: WorkerOptions | None = None,
+        *,
+        worker_id: str | None = None,
+        routing_keys: Callable[[], Iterable[str]] = frozenset,
+    ) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.settings = settings or WorkerOptions()
+        self.worker_id = worker_id or default_worker_id()
+        self.routing_keys = routing_keys
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        while not self._stopping.is_set():
+            # Cleared before claiming: a commit that lands while we claim keeps it set, so the
+            # wait below returns at once instead of sleeping through that job.
+            self._wake.clear()
+            try:
+                await self.schedule_periodic()
+                claimed = await self.claim_and_start()
+            except Exception:  # the database may be restarting: log, wait, try again
+                log.exception("job worker loop failed; retrying")
+                claimed = 0
+            if claimed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop claiming; let running jobs finish within the grace, then cancel them (their
+        lease lapses and another worker takes them over: nothing is lost)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._running:
+            _, pending = await asyncio.wait(self._running, timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_until_idle(self) -> int:
+        """Run due jobs until none is left (tests and `helpdesk worker --once`)."""
+        total = 0
+        while claimed := await self.claim_and_start():
+            total += claimed
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+        await asyncio.gather(*list(self._running), return_exceptions=True)
+        return total
+
+    async def claim_and_start(self) -> int:
+        free = self.settings.concurrency - len(self._running)
+        if free <= 0:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        jobs = await self.claim(min(free, self.settings.batch_size))
+        for job in jobs:
+            task = asyncio.create_task(self._run(job))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(jobs)
+
+    # --- claiming -------------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[JobRun]:
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        keys = list(self.routing_keys())
+        routed = Job.routing_key.in_(keys) if keys else false()
+        unrouted = Job.routing_key.is_(None) if self.settings.handles_unrouted else false()
+        stmt = (
+            select(Job)
+            .where(
+                or_(
+                    and_(Job.status == JobStatus.pending, Job.run_at <= now),
+                    and_(Job.status == JobStatus.running, Job.locked_until < now),
+                ),
+                or_(routed, unrouted) if keys or self.settings.handles_unrouted else true(),
+            )
+            .order_by(Job.run_at, Job.id)
+            .limit(limit)
+        )
+        if self.db.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        claimed: list[JobRun] = []
+        async with self.db.transaction() as session:
+            for job in (await session.execute(stmt)).scalars():
+                job.attempts += 1
+                if job.attempts > job.max_attempts:  # its workers kept dying mid-run
+                    job.status, job.finished_at, job.locked_until = JobStatus.dead, now, None
+                    job.last_error = (job.last_error or "") + "\nlease expired on the last attempt"
+                    continue
+                job.status, job.locked_until, job.locked_by = JobStatus.running, lease, self.worker_id
+                claimed.append(JobRun(job.id, job.kind, dict(job.payload), job.attempts, self.db))
+        return claimed
+
+    # --- running --------------------------------------------------------------------------
+
+    async def _run(self, job: JobRun) -> None:
+        async with self._slots:
+            handler = self.handlers.get(job.kind)
+            try:
+                if handler is None:
+                    raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+                async with asyncio.timeout(self.settings.lease_seconds):
+                    await handler(job)
+            except PermanentJobError as exc:
+                log.warning("job %s (%s) failed permanently: %s", job.id, job.kind, exc)
+                await self._finish(job, JobStatus.failed, error=str(exc))
+            except Exception as exc:
+                await self._retry_or_bury(job, exc)
+            else:
+                await self._finish(job, JobStatus.done)
+
+    async def _finish(self, job: JobRun, status: JobStatus, *, error: str | None = None) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                self._mine(job).values(status=status, finished_at=utcnow(), locked_until=None, last_error=_clip(error))
+            )
+
+    async def _retry_or_bury(self, job: JobRun, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        async with self.db.transaction() as session:
+            max_attempts = (await session.execute(select(Job.max_attempts).where(Job.id == job.id))).scalar_one()
+            if job.attempt >= max_attempts:
+                log.error("job %s (%s) is dead after %s attempts: %s", job.id, job.kind, job.attempt, error)
+                values: dict[str, Any] = {"status": JobStatus.dead, "finished_at": utcnow()}
+            else:
+                delay = self.backoff(job.attempt)
+                log.warning(
+                    "job %s (%s) attempt %s failed, retry in %.1fs: %s", job.id, job.kind, job.attempt, delay, error
+                )
+                values = {"status": JobStatus.pending, "run_at": utcnow() + timedelta(seconds=delay)}
+            await session.execute(self._mine(job).values(locked_until=None, last_error=_clip(error), **values))
+
+    def _mine(self, job: JobRun) -> Any:
+        # Only while the lease is ours: a worker that overran its lease must not overwrite the
+        # outcome of the worker that took the job over.
+        return (
+            update(Job)
+            .where(Job.id == job.id, Job.locked_by == self.worker_id, Job.status == JobStatus.running)
+            .execution_options(synchronize_session=False)
+        )
+
+    def backoff(self, attempt: int) -> float:
+        ceiling = min(self.settings.backoff_cap_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
+        return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311  # jitter, not security
+
+    # --- schedule -------------------------------------------------------------------------
+
+    async def schedule_periodic(self, now: datetime | None = None) -> None:
+        if not self.settings.periodic:
+            return
+        now = now or utcnow()
+        async with self.db.transaction() as session:
+            for item in self.settings.periodic:
+                slot = int(now.timestamp()) // item.every_seconds
+                await enqueue(session, item.kind, {"slot": slot}, idempotency_key=f"periodic:{item.kind}:{slot}")
+
+
+def _clip(error: str | None) -> str | None:
+    return redact(error)[:4000] if error else None

@@ -1,0 +1,317 @@
+"""The durable job queue: atomic with the business change, retried, never lost, claimed once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from app.db.base import utcnow
+from app.jobs.queue import enqueue
+from app.jobs.worker import JobRun, Periodic, PermanentJobError, Worker, WorkerOptions
+from app.models.job import Job, JobStatus
+from tests.conftest import PG_URL
+
+FAST = WorkerOptions(backoff_base_seconds=0.0, lease_seconds=5, poll_seconds=0.05)
+
+
+@pytest.fixture
+def db(app):
+    return app.state.ctx.db
+
+
+async def until(condition, *, seconds: float, every: float = 0.05) -> None:
+    """Poll the database until `condition()` holds: the other side is another process or a
+    background task, with no event we could await."""
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110  # polling a database, see docstring
+            await asyncio.sleep(every)
+
+
+async def jobs(db) -> list[Job]:
+    async with db.transaction(write=False) as session:
+        return list((await session.execute(select(Job).order_by(Job.id))).scalars())
+
+
+async def test_job_enqueued_in_a_rolled_back_transaction_never_runs(db):
+    ran: list[int] = []
+
+    async def handler(run: JobRun) -> None:
+        ran.append(run.payload["n"])
+
+    with pytest.raises(RuntimeError):
+        await _enqueue_then_fail(db)
+    async with db.transaction() as session:
+        await enqueue(session, "test.record", {"n": 2})
+    await Worker(db, {"test.record": handler}, FAST).run_until_idle()
+    assert ran == [2]
+    assert [(j.status, j.attempts) for j in await jobs(db)] == [(JobStatus.done, 1)]
+
+
+async def _enqueue_then_fail(db) -> None:
+    async with db.transaction() as session:
+        await enqueue(session, "test.record", {"n": 1})
+        raise RuntimeError("the business change failed")
+
+
+async def test_failures_are_retried_until_they_succeed(db):
+    calls = 0
+
+    async def flaky(run: JobRun) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("provider timed out")
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.flaky")
+    worker = Worker(db, {"test.flaky": flaky}, FAST)
+    await worker.run_until_idle()
+    (job,) = await jobs(db)
+    assert (job.status, job.attempts, calls) == (JobStatus.done, 3, 3)
+    assert job.last_error is None
+
+
+async def test_retry_waits_for_its_backoff(db):
+    async def failing(run: JobRun) -> None:
+        raise ConnectionError("down")
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.failing")
+    worker = Worker(db, {"test.failing": failing}, WorkerOptions(backoff_base_seconds=60))
+    assert await worker.run_until_idle() == 1  # one attempt; the retry is a minute away
+    (job,) = await jobs(db)
+    assert job.status == JobStatus.pending
+    assert 25 <= (job.run_at - utcnow()).total_seconds() <= 61
+    assert "ConnectionError: down" in job.last_error
+
+
+async def test_permanent_failure_is_not_retried(db):
+    async def broken(run: JobRun) -> None:
+        raise PermanentJobError("ticket 42 no longer exists")
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.broken")
+    await Worker(db, {"test.broken": broken}, FAST).run_until_idle()
+    (job,) = await jobs(db)
+    assert (job.status, job.attempts) == (JobStatus.failed, 1)
+    assert "no longer exists" in job.last_error
+
+
+async def test_job_is_dead_after_max_attempts(db):
+    async def always_failing(run: JobRun) -> None:
+        raise ValueError("still broken")
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.bad", max_attempts=3)
+    await Worker(db, {"test.bad": always_failing}, FAST).run_until_idle()
+    (job,) = await jobs(db)
+    assert (job.status, job.attempts) == (JobStatus.dead, 3)
+
+
+async def test_a_handler_that_overruns_its_lease_is_retried(db):
+    async def slow(run: JobRun) -> None:
+        if run.attempt == 1:
+            await asyncio.sleep(5)
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.slow")
+    options = WorkerOptions(backoff_base_seconds=0.0, lease_seconds=0.2)
+    await Worker(db, {"test.slow": slow}, options).run_until_idle()
+    (job,) = await jobs(db)
+    assert (job.status, job.attempts) == (JobStatus.done, 2)
+    assert "TimeoutError" in (job.last_error or "TimeoutError")
+
+
+async def test_unknown_kind_fails_permanently(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.nobody_handles_this")
+    await Worker(db, {}, FAST).run_until_idle()
+    (job,) = await jobs(db)
+    assert job.status == JobStatus.failed
+
+
+async def test_expired_lease_of_a_crashed_worker_is_taken_over(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.record")
+    async with db.transaction() as session:  # a worker claimed it, then died
+        await session.execute(
+            update(Job).values(
+                status=JobStatus.running,
+                attempts=1,
+                locked_by="dead-worker",
+                locked_until=utcnow() - timedelta(seconds=1),
+            )
+        )
+    done: list[int] = []
+
+    async def handler(run: JobRun) -> None:
+        done.append(run.attempt)
+
+    await Worker(db, {"test.record": handler}, FAST).run_until_idle()
+    assert done == [2]
+    assert (await jobs(db))[0].status == JobStatus.done
+
+
+async def test_live_lease_is_not_taken_over(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.record")
+    async with db.transaction() as session:
+        await session.execute(
+            update(Job).values(
+                status=JobStatus.running,
+                attempts=1,
+                locked_by="busy-worker",
+                locked_until=utcnow() + timedelta(minutes=5),
+            )
+        )
+    assert await Worker(db, {"test.record": _noop}, FAST).run_until_idle() == 0
+
+
+async def _status_is(db, status: JobStatus) -> bool:
+    return (await jobs(db))[0].status == status
+
+
+async def _noop(run: JobRun) -> None:
+    return None
+
+
+async def test_routed_jobs_go_only_to_the_process_holding_that_bot(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.send", routing_key="10001")
+        await enqueue(session, "test.plain")
+    plain_only = Worker(db, {"test.send": _noop, "test.plain": _noop}, FAST)
+    assert await plain_only.run_until_idle() == 1
+    api_only = Worker(
+        db,
+        {"test.send": _noop},
+        WorkerOptions(handles_unrouted=False, backoff_base_seconds=0),
+        routing_keys=lambda: {"10001"},
+    )
+    assert await api_only.run_until_idle() == 1
+    assert [j.status for j in await jobs(db)] == [JobStatus.done, JobStatus.done]
+
+
+async def test_enqueue_with_the_same_key_adds_one_job(db):
+    for _ in range(2):
+        async with db.transaction() as session:
+            await enqueue(session, "test.notify", {"event": 7}, idempotency_key="notify:7:user:3")
+    assert len(await jobs(db)) == 1
+
+
+async def test_periodic_slot_is_scheduled_once_by_several_workers(db):
+    options = WorkerOptions(periodic=[Periodic("test.tick", every_seconds=60)])
+    workers = [Worker(db, {"test.tick": _noop}, options) for _ in range(3)]
+    now = utcnow()
+    await asyncio.gather(*(w.schedule_periodic(now) for w in workers))
+    assert [j.kind for j in await jobs(db)] == ["test.tick"]
+    await workers[0].schedule_periodic(now + timedelta(seconds=60))
+    assert len(await jobs(db)) == 2
+
+
+async def test_commit_wakes_the_worker_at_once(db):
+    worker = Worker(db, {"test.record": _noop}, WorkerOptions(poll_seconds=3600))
+    db.commit_hooks.append(worker.wake)
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        await asyncio.sleep(0)  # let it reach its idle wait
+        async with db.transaction() as session:
+            await enqueue(session, "test.record")
+        await until(lambda: _status_is(db, JobStatus.done), seconds=5)  # far below the hour-long poll
+    finally:
+        await worker.stop()
+        task.cancel()
+        db.commit_hooks.remove(worker.wake)
+
+
+async def test_a_rolled_back_enqueue_wakes_nobody(db):
+    woken: list[bool] = []
+    db.commit_hooks.append(lambda: woken.append(True))
+    try:
+        with pytest.raises(RuntimeError):
+            await _enqueue_then_fail(db)
+        async with db.transaction() as session:
+            await session.execute(select(1))
+        assert woken == []
+    finally:
+        db.commit_hooks.pop()
+
+
+# --- several processes (PostgreSQL: SKIP LOCKED) ----------------------------------------------
+
+postgres_only = pytest.mark.skipif(PG_URL is None, reason="several worker processes need PostgreSQL")
+SCRIPT = Path(__file__).with_name("worker_process.py")
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+async def _start_worker(url: str, worker_id: str, lease: float) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        url,
+        worker_id,
+        str(lease),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert (await asyncio.wait_for(process.stdout.readline(), 30)).strip() == b"ready"
+    return process
+
+
+def _go(*processes: asyncio.subprocess.Process) -> None:
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+
+
+@postgres_only
+async def test_two_worker_processes_run_each_of_500_jobs_once(db, database_url):
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite runs one worker process")
+    async with db.transaction() as session:
+        for _ in range(500):
+            await enqueue(session, "test.work", {"sleep": 0.01})
+    workers = [await _start_worker(database_url, f"w{i}", 30) for i in range(2)]
+    _go(*workers)
+    async with asyncio.timeout(120):
+        results = [await w.communicate() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err.decode()[-800:] for _, err in results]
+    async with db.transaction(write=False) as session:
+        rows = (await session.execute(select(Job.status, Job.attempts, Job.locked_by))).all()
+    assert len(rows) == 500
+    assert {(status, attempts) for status, attempts, _ in rows} == {(JobStatus.done, 1)}  # each ran once
+    assert {locked_by for *_, locked_by in rows} == {"w0", "w1"}  # and both did work
+
+
+@postgres_only
+async def test_job_of_a_killed_worker_finishes_after_its_lease(db, database_url):
+    if db.dialect != "postgresql":
+        pytest.skip("several worker processes need PostgreSQL")
+    async with db.transaction() as session:
+        await enqueue(session, "test.work", {"sleep": 30})
+    doomed = await _start_worker(database_url, "doomed", 1.5)
+    _go(doomed)
+    await until(lambda: _status_is(db, JobStatus.running), seconds=20)  # it holds the job: kill it mid-run
+    doomed.send_signal(signal.SIGKILL)
+    await doomed.wait()
+    async with db.transaction() as session:  # the survivor's run is quick
+        await session.execute(update(Job).values(payload={"sleep": 0}))
+    (held,) = await jobs(db)
+    assert held.status == JobStatus.running  # still the dead worker's, until its lease lapses
+    await asyncio.sleep(max(0.0, (held.locked_until - utcnow()).total_seconds()) + 0.1)
+    survivor = await _start_worker(database_url, "survivor", 30)
+    _go(survivor)
+    async with asyncio.timeout(30):
+        await survivor.wait()
+    (job,) = await jobs(db)
+    assert (job.status, job.attempts, job.locked_by) == (JobStatus.done, 2, "survivor")
