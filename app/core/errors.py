@@ -141,6 +141,30 @@ class AttachmentNotFound(NotFound):
     code = "attachment_not_found"
 
 
+class CategoryNotFound(NotFound):
+    code = "category_not_found"
+
+
+class TeamNotFound(NotFound):
+    code = "team_not_found"
+
+
+class TagNotFound(NotFound):
+    code = "tag_not_found"
+
+
+class CannedResponseNotFound(NotFound):
+    code = "canned_response_not_found"
+
+
+class CategoryExists(Conflict):
+    code = "category_exists"
+
+
+class TeamExists(Conflict):
+    code = "team_exists"
+
+
 class InvalidTransition(Conflict):
     code = "invalid_transition"
 

@@ -42,6 +42,12 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "field_not_allowed": ("无权设置某些字段", "You may not set some of these fields"),
     "ticket_not_found": ("工单不存在", "Ticket not found"),
     "attachment_not_found": ("附件不存在", "Attachment not found"),
+    "category_not_found": ("分类不存在", "Category not found"),
+    "team_not_found": ("团队不存在", "Team not found"),
+    "tag_not_found": ("标签不存在", "Tag not found"),
+    "canned_response_not_found": ("快捷回复不存在", "Canned response not found"),
+    "category_exists": ("同一上级分类下已有同名分类", "A category with this name already exists under that parent"),
+    "team_exists": ("团队名称已被占用", "A team with this name already exists"),
     "invalid_transition": ("工单当前状态不允许此操作", "The ticket's status does not allow this change"),
     "ticket_closed": ("工单已关闭，请新建工单", "The ticket is closed; please open a new one"),
     "version_conflict": ("工单已被他人修改，请刷新后重试", "Someone else changed this; reload and try again"),
@@ -76,6 +82,8 @@ FIELD_TEXTS: dict[str, tuple[str, str]] = {
     "too_large": ("不能大于 {limit}", "Must be at most {limit}"),
     "unknown_field": ("不支持的字段", "Unknown field"),
     "field_not_allowed": ("无权设置该字段", "You may not set this field"),
+    "nesting_too_deep": ("分类最多只能有一级子分类", "Categories nest one level deep only"),
+    "parent_inactive": ("上级分类已停用", "The parent category is inactive"),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from app.core.errors import InvalidCursor
 
@@ -23,3 +23,29 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     if not isinstance(position, dict):
         raise InvalidCursor
     return position
+
+
+def after_id(cursor: str | None) -> int | None:
+    """The last id of the previous page, for lists ordered by id."""
+    if cursor is None:
+        return None
+    value = decode_cursor(cursor).get("id")
+    if not isinstance(value, int):
+        raise InvalidCursor
+    return value
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=_HasId)
+
+
+def id_page(rows: list[RowT], limit: int) -> tuple[list[RowT], str | None]:
+    """Cut the extra row a keyset query fetched; the cursor names the page's last id."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor({"id": rows[-1].id})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, true
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin
@@ -10,7 +10,17 @@ from app.db.base import Base, TimestampMixin
 
 class Category(TimestampMixin, Base):
     __tablename__ = "categories"
-    __table_args__ = (UniqueConstraint("parent_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("parent_id", "name"),
+        # UNIQUE(parent_id, name) lets NULL parents repeat names: top-level names need their own.
+        Index(
+            "uq_categories_top_level_name",
+            "name",
+            unique=True,
+            postgresql_where=text("parent_id IS NULL"),
+            sqlite_where=text("parent_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))

@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from app.api.v1.endpoints import attachments, auth, health, tickets, users
+from app.api.v1.endpoints import (
+    attachments,
+    auth,
+    canned_responses,
+    categories,
+    health,
+    tags,
+    teams,
+    tickets,
+    users,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(health.router)
@@ -10,3 +20,7 @@ api_router.include_router(auth.router)
 api_router.include_router(users.router)
 api_router.include_router(tickets.router)
 api_router.include_router(attachments.router)
+api_router.include_router(categories.router)
+api_router.include_router(teams.router)
+api_router.include_router(tags.router)
+api_router.include_router(canned_responses.router)

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Query, status
 from app.api.v1.dependencies import AdminUser, Context, CurrentPrincipal, CurrentUser, PageDep, SessionDep, StaffUser
 from app.core.errors import (
     Forbidden,
-    InvalidCursor,
     LastAdmin,
     UsernameTaken,
     UserNotFound,
     WrongPassword,
     problem_responses,
 )
-from app.core.pagination import decode_cursor, encode_cursor
+from app.core.pagination import after_id, id_page
 from app.crud import crud_user
 from app.models.user import Role, User
 from app.schemas.common import Page
@@ -50,22 +49,11 @@ async def list_users(
     assignee pickers)."""
     if user.role != Role.admin and role != Role.agent:
         raise Forbidden
-    after_id = _after_id(page.cursor)
-    rows = await crud_user.list_page(session, role=role, after_id=after_id, limit=page.limit)
-    next_cursor = encode_cursor({"id": rows[page.limit - 1].id}) if len(rows) > page.limit else None
-    rows = rows[: page.limit]
+    rows = await crud_user.list_page(session, role=role, after_id=after_id(page.cursor), limit=page.limit)
+    rows, next_cursor = id_page(rows, page.limit)
     if user.role == Role.admin:
         return Page[UserRead](items=[UserRead.model_validate(r) for r in rows], next_cursor=next_cursor)
     return Page[UserBrief](items=[UserBrief.model_validate(r) for r in rows], next_cursor=next_cursor)
-
-
-def _after_id(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    value = decode_cursor(cursor).get("id")
-    if not isinstance(value, int):
-        raise InvalidCursor
-    return value
 
 
 @router.post(
