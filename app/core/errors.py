@@ -209,6 +209,14 @@ class InvalidCursor(AppError):
     status, code = 400, "invalid_cursor"
 
 
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobNotRetryable(Conflict):
+    code = "job_not_retryable"
+
+
 class PayloadTooLarge(AppError):
     """An upload over its limit (the body-limit middleware answers the same for whole bodies)."""
 

@@ -8,6 +8,7 @@ from app.api.v1.endpoints import (
     canned_responses,
     categories,
     health,
+    jobs,
     tags,
     teams,
     tickets,
@@ -24,3 +25,4 @@ api_router.include_router(categories.router)
 api_router.include_router(teams.router)
 api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
+api_router.include_router(jobs.router)
