@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes.server import serving
 
 APP_ID = "wx0123456789abcdef"
 APP_SECRET = "fake-wechat-app-secret-3f9a1c77"
@@ -114,22 +115,9 @@ async def running_fake_wechat(app_id: str = APP_ID, secret: str = APP_SECRET) ->
     """Serve a `FakeWeChat` with uvicorn on an ephemeral port, in the current event loop."""
     fake = FakeWeChat(app_id=app_id, secret=secret)
     app = Starlette(routes=[Route("/sns/jscode2session", fake.jscode2session, methods=["GET"])])
-    # log_config=None: leave the app's logging alone; no access log (WeChat's logs are not ours).
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        # uvicorn has no "started" event to await; poll its flag, failing fast if serve() died.
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("fake WeChat stopped before it started")
-                await asyncio.sleep(0.005)
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
-        fake.base_url = f"http://{host}:{port}"
-        yield fake
-    finally:
-        fake.closing.set()
-        server.should_exit = True
-        await task
+    async with serving(app) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.closing.set()  # release delayed answers, so the server can stop at once
