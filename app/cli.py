@@ -47,18 +47,23 @@ def run_worker(
 async def _run_worker(*, once: bool) -> None:
     import signal
 
+    import httpx
+
     from app.core.config import load_settings
     from app.core.logging import configure_logging
     from app.db import migrate as migrations
     from app.db.session import Database
     from app.jobs.handlers import build_worker
     from app.services.ticket import TicketService
+    from app.services.webhook import WebhookService
 
     settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
     await migrations.upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-    worker = build_worker(settings, db, TicketService(settings.tickets, timezone=settings.tz))
+    http = httpx.AsyncClient()
+    tickets = TicketService(settings.tickets, timezone=settings.tz)
+    worker = build_worker(settings, db, tickets, WebhookService(settings.webhooks, http))
     try:
         if once:
             count = await worker.run_until_idle()
@@ -70,6 +75,7 @@ async def _run_worker(*, once: bool) -> None:
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
         await task
     finally:
+        await http.aclose()
         await db.dispose()
 
 

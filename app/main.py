@@ -31,6 +31,7 @@ from app.services.auth import AuthService
 from app.services.storage import LocalStorage
 from app.services.ticket import TicketService
 from app.services.user import UserService
+from app.services.webhook import WebhookService
 from app.services.wechat import WeChatClient
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         attachments=AttachmentService(
             settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
         ),
+        webhooks=WebhookService(settings.webhooks, http),
     )
     app.state.ctx = ctx
     worker_task: asyncio.Task[None] | None = None
@@ -142,7 +144,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await _bootstrap_admin(ctx)
         if settings.worker.enabled:
-            worker = build_worker(settings, db, ctx.tickets)
+            worker = build_worker(settings, db, ctx.tickets, ctx.webhooks)
             worker_task = asyncio.create_task(worker.run_forever(), name="job-worker")
         yield
     finally:

@@ -78,6 +78,13 @@ class TicketSettings(BaseModel):
         return value
 
 
+class WebhookSettings(BaseModel):
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    # A webhook whose deliveries failed for good this many times in a row is switched off.
+    disable_after_failures: int = Field(default=10, ge=1)
+
+
 class WorkerSettings(BaseModel):
     # Run the job worker inside the API process (the embedded default); `helpdesk worker`
     # runs it alone, `helpdesk serve --no-worker` serves only.
@@ -123,6 +130,7 @@ class Settings(BaseSettings):
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -15,6 +15,7 @@ from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
 from app.services.ticket import TicketService
 from app.services.user import UserService
+from app.services.webhook import WebhookService
 from app.services.wechat import WeChatClient
 
 
@@ -31,4 +32,5 @@ class AppContext:
     wechat: WeChatClient
     tickets: TicketService
     links: AttachmentLinks
+    webhooks: WebhookService
     attachments: AttachmentService

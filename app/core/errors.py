@@ -12,6 +12,7 @@ from typing import Any, ClassVar, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.i18n import FIELD_TEXTS, Lang, error_text, field_text, pick_language
@@ -209,6 +210,10 @@ class InvalidCursor(AppError):
     status, code = 400, "invalid_cursor"
 
 
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+
 class JobNotFound(NotFound):
     code = "job_not_found"
 
@@ -355,8 +360,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "validation_error", errors=errors)
 
 
+async def _stale_data(request: Request, exc: Exception) -> JSONResponse:
+    # SQLAlchemy's version check failed at some flush: someone else changed the row first.
+    return problem_response(request, 409, VersionConflict.code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(StaleDataError, _stale_data)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Anything else escapes to RequestContextMiddleware, which logs it and answers a bare 500.

@@ -61,6 +61,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
         "相同 Idempotency-Key 的请求正在处理，请稍后重试",
         "A request with this Idempotency-Key is still being processed",
     ),
+    "webhook_not_found": ("Webhook 不存在", "Webhook not found"),
     "job_not_found": ("任务不存在", "Job not found"),
     "job_not_retryable": ("只有失败或已放弃的任务可以重试", "Only failed or dead jobs can be retried"),
     "not_ready": ("服务尚未就绪", "The service is not ready"),

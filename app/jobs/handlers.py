@@ -8,18 +8,22 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from app.core.config import Settings
-from app.crud import crud_ticket
+from app.crud import crud_ticket, crud_webhook
 from app.db.base import utcnow
 from app.db.session import Database
-from app.jobs.worker import Handler, JobRun, Periodic, Worker, WorkerOptions
+from app.jobs.queue import enqueue
+from app.jobs.worker import Handler, JobRun, Periodic, PermanentJobError, Worker, WorkerOptions
 from app.models.auth_session import AuthSession, RefreshToken
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
-from app.models.ticket import Ticket, TicketStatus
-from app.services.ticket import TicketService
+from app.models.ticket import Ticket, TicketEvent, TicketStatus
+from app.models.webhook import DeliveryStatus
+from app.services.ticket import DISPATCH_EVENT, TicketService
+from app.services.webhook import DeliveryFailed, WebhookService, delivery_key, wants
 
 AUTO_CLOSE = "tickets.auto_close"
 PURGE = "maintenance.purge"
+DELIVER_WEBHOOK = "webhooks.deliver"
 BATCH = 500
 FINISHED_JOBS_KEPT = timedelta(days=7)
 REVOKED_SESSIONS_KEPT = timedelta(days=30)
@@ -29,7 +33,7 @@ def periodic_jobs() -> list[Periodic]:
     return [Periodic(AUTO_CLOSE, every_seconds=600), Periodic(PURGE, every_seconds=3600)]
 
 
-def build_handlers(settings: Settings, tickets: TicketService) -> dict[str, Handler]:
+def build_handlers(settings: Settings, tickets: TicketService, webhooks: WebhookService) -> dict[str, Handler]:
     async def auto_close(run: JobRun) -> None:
         days = settings.tickets.auto_close_days
         if days <= 0:
@@ -52,10 +56,62 @@ def build_handlers(settings: Settings, tickets: TicketService) -> dict[str, Hand
                 )
             )
 
-    return {AUTO_CLOSE: auto_close, PURGE: purge}
+    async def dispatch_event(run: JobRun) -> None:
+        """Fan one timeline event out: a delivery (and its job) per webhook that wants it."""
+        async with run.db.transaction() as session:
+            event = await session.get(TicketEvent, run.payload["event_id"])
+            if event is None:
+                raise PermanentJobError("the event no longer exists")
+            for webhook in await crud_webhook.active(session):
+                if not wants(webhook, event.type):
+                    continue
+                delivery_id = await crud_webhook.add_delivery(
+                    session, webhook_id=webhook.id, event_id=event.id, event_type=event.type
+                )
+                if delivery_id is not None:
+                    await enqueue(
+                        session,
+                        DELIVER_WEBHOOK,
+                        {"delivery_id": delivery_id},
+                        max_attempts=settings.webhooks.max_attempts,
+                        idempotency_key=delivery_key(webhook.id, event.id),
+                    )
+
+    async def deliver_webhook(run: JobRun) -> None:
+        async with run.db.transaction(write=False) as session:
+            delivery = await crud_webhook.get_delivery(session, run.payload["delivery_id"])
+            if delivery is None or delivery.status != DeliveryStatus.pending:
+                return  # gone, or done by an earlier run whose acknowledgement was lost
+            webhook = await crud_webhook.get(session, delivery.webhook_id)
+            event = await session.get(TicketEvent, delivery.event_id)
+        if webhook is None or event is None or not webhook.is_active:
+            raise PermanentJobError("the webhook or its event is gone, or the webhook is disabled")
+        try:  # the HTTP call happens outside any transaction
+            status = await webhooks.deliver(webhook, delivery, event)
+        except DeliveryFailed as exc:
+            async with run.db.transaction() as session:
+                current = await crud_webhook.get_delivery(session, delivery.id)
+                if current is not None:
+                    current.attempts = run.attempt
+                    await webhooks.record_failure(session, current, str(exc), final=run.is_last_attempt)
+            raise
+        async with run.db.transaction() as session:
+            current = await crud_webhook.get_delivery(session, delivery.id)
+            if current is not None:
+                current.attempts = run.attempt
+                await webhooks.record_success(session, current, status)
+
+    return {
+        AUTO_CLOSE: auto_close,
+        PURGE: purge,
+        DISPATCH_EVENT: dispatch_event,
+        DELIVER_WEBHOOK: deliver_webhook,
+    }
 
 
-def build_worker(settings: Settings, db: Database, tickets: TicketService, *, handles_unrouted: bool = True) -> Worker:
+def build_worker(
+    settings: Settings, db: Database, tickets: TicketService, webhooks: WebhookService, *, handles_unrouted: bool = True
+) -> Worker:
     options = WorkerOptions(
         concurrency=settings.worker.concurrency,
         lease_seconds=settings.worker.lease_seconds,
@@ -63,6 +119,6 @@ def build_worker(settings: Settings, db: Database, tickets: TicketService, *, ha
         handles_unrouted=handles_unrouted,
         periodic=periodic_jobs() if handles_unrouted else [],
     )
-    worker = Worker(db, build_handlers(settings, tickets), options)
+    worker = Worker(db, build_handlers(settings, tickets, webhooks), options)
     db.commit_hooks.append(worker.wake)
     return worker

@@ -46,7 +46,12 @@ class JobRun:
     kind: str
     payload: dict[str, Any]
     attempt: int
+    max_attempts: int
     db: Database
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
 
 
 Handler = Callable[[JobRun], Awaitable[None]]
@@ -180,7 +185,7 @@ class Worker:
                     job.last_error = (job.last_error or "") + "\nlease expired on the last attempt"
                     continue
                 job.status, job.locked_until, job.locked_by = JobStatus.running, lease, self.worker_id
-                claimed.append(JobRun(job.id, job.kind, dict(job.payload), job.attempts, self.db))
+                claimed.append(JobRun(job.id, job.kind, dict(job.payload), job.attempts, job.max_attempts, self.db))
         return claimed
 
     # --- running --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from app.models.ticket import (
     ticket_watchers,
 )
 from app.models.user import ExternalIdentity, IdentityProvider, Role, User
+from app.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
     "Attachment",
@@ -29,6 +30,7 @@ __all__ = [
     "CannedResponse",
     "Category",
     "Channel",
+    "DeliveryStatus",
     "ExternalIdentity",
     "IdempotencyRecord",
     "IdentityProvider",
@@ -46,6 +48,8 @@ __all__ = [
     "TicketNumberCounter",
     "TicketStatus",
     "User",
+    "Webhook",
+    "WebhookDelivery",
     "team_members",
     "ticket_tags",
     "ticket_watchers",

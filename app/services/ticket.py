@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.config import TicketSettings
 from app.core.errors import (
@@ -28,6 +27,7 @@ from app.core.errors import (
 )
 from app.crud import crud_ticket
 from app.db.base import utcnow
+from app.jobs.queue import enqueue
 from app.models.category import Category
 from app.models.team import Team
 from app.models.ticket import Channel, Message, Priority, Rating, Ticket, TicketEvent, TicketStatus
@@ -35,6 +35,8 @@ from app.models.user import Role, User
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
 
 S = TicketStatus
+# The job kind that fans a timeline event out (see app/jobs/handlers.py).
+DISPATCH_EVENT = "events.dispatch"
 STAFF = frozenset({Role.agent, Role.admin})
 
 # API.md's status table. (from, to) -> who may make the move by changing the status.
@@ -110,7 +112,7 @@ class TicketService:
             now=now,
             attachment_ids=body.attachment_ids,
         )
-        self._record(
+        await self._record(
             session,
             ticket,
             "ticket.created",
@@ -118,7 +120,7 @@ class TicketService:
             data={"number": ticket.number, "title": ticket.title, "message_id": message.id},
         )
         if body.assignee_id is not None or body.team_id is not None:
-            self._record(
+            await self._record(
                 session,
                 ticket,
                 "ticket.assigned",
@@ -229,9 +231,9 @@ class TicketService:
             ticket.team_id = body.team_id
 
         if changes:
-            self._record(session, ticket, "ticket.updated", actor, data=changes)
+            await self._record(session, ticket, "ticket.updated", actor, data=changes)
         if routing:
-            self._record(session, ticket, "ticket.assigned", actor, internal=True, data=routing)
+            await self._record(session, ticket, "ticket.assigned", actor, internal=True, data=routing)
         if changes or routing:
             self._touch(ticket, now)
         return await self._save(session, ticket)
@@ -282,16 +284,18 @@ class TicketService:
         )
         if body.internal:
             # Internal notes leave the ticket as the customer sees it untouched (updated_at too).
-            self._record(session, ticket, "ticket.note_added", actor, internal=True, data={"message_id": message.id})
+            await self._record(
+                session, ticket, "ticket.note_added", actor, internal=True, data={"message_id": message.id}
+            )
             await session.flush()
             return await crud_ticket.get_message(session, message.id)
-        self._record(session, ticket, "ticket.message_added", actor, data={"message_id": message.id})
-        self._auto_transition(session, ticket, actor, staff=staff, now=now)
+        await self._record(session, ticket, "ticket.message_added", actor, data={"message_id": message.id})
+        await self._auto_transition(session, ticket, actor, staff=staff, now=now)
         self._touch(ticket, now)
         await self._save(session, ticket)
         return await crud_ticket.get_message(session, message.id)
 
-    def _auto_transition(
+    async def _auto_transition(
         self, session: AsyncSession, ticket: Ticket, actor: User, *, staff: bool, now: datetime
     ) -> None:
         target: TicketStatus | None = None
@@ -303,7 +307,7 @@ class TicketService:
         elif actor.id == ticket.requester_id and ticket.status in (S.pending, S.resolved):
             target = S.open
         if target is not None:
-            self._record(
+            await self._record(
                 session,
                 ticket,
                 "ticket.updated",
@@ -317,7 +321,7 @@ class TicketService:
         if ticket.status != S.resolved:
             return ticket
         now = utcnow()
-        self._record(
+        await self._record(
             session,
             ticket,
             "ticket.updated",
@@ -343,8 +347,10 @@ class TicketService:
         # The event is public: it counts what the customer will see, never the internal notes.
         public_moved = await crud_ticket.count_messages(session, source.id, include_internal=False)
         await crud_ticket.move_messages(session, source_id=source.id, target_id=target.id)
-        self._record(session, source, "ticket.merged", actor, data={"into": target.id, "into_number": target.number})
-        self._record(
+        await self._record(
+            session, source, "ticket.merged", actor, data={"into": target.id, "into_number": target.number}
+        )
+        await self._record(
             session,
             target,
             "ticket.merged",
@@ -373,7 +379,7 @@ class TicketService:
             raise RatingNotAllowed(reason="edit_window_passed")
         else:
             rating.score, rating.comment, rating.updated_at = body.score, body.comment, now
-        self._record(session, ticket, "ticket.rated", actor, data={"score": body.score})
+        await self._record(session, ticket, "ticket.rated", actor, data={"score": body.score})
         self._touch(ticket, now)
         return await self._save(session, ticket)
 
@@ -389,7 +395,7 @@ class TicketService:
 
     # --- shared steps ---------------------------------------------------------------------
 
-    def _record(
+    async def _record(
         self,
         session: AsyncSession,
         ticket: Ticket,
@@ -399,16 +405,19 @@ class TicketService:
         internal: bool = False,
         data: dict[str, Any] | None = None,
     ) -> None:
-        session.add(
-            TicketEvent(
-                ticket_id=ticket.id,
-                type=kind,
-                actor_id=actor.id if actor else None,
-                internal=internal,
-                data=data or {},
-                created_at=utcnow(),
-            )
+        """Append to the timeline and, in the same transaction, the job that fans the event out
+        (webhooks now; notifications and realtime later)."""
+        event = TicketEvent(
+            ticket_id=ticket.id,
+            type=kind,
+            actor_id=actor.id if actor else None,
+            internal=internal,
+            data=data or {},
+            created_at=utcnow(),
         )
+        session.add(event)
+        await session.flush()
+        await enqueue(session, DISPATCH_EVENT, {"event_id": event.id}, idempotency_key=f"event:{event.id}")
 
     def _touch(self, ticket: Ticket, now: datetime) -> None:
         """A change users see: newer updated_at, next version."""
@@ -416,10 +425,9 @@ class TicketService:
         ticket.version = ticket.version + 1
 
     async def _save(self, session: AsyncSession, ticket: Ticket) -> Ticket:
-        try:
-            await session.flush()
-        except StaleDataError:
-            raise VersionConflict from None
+        # A lost race shows up as StaleDataError at this (or an earlier) flush; the error
+        # handlers answer it as 409 version_conflict.
+        await session.flush()
         return await crud_ticket.reload(session, ticket.id)
 
 

@@ -20,7 +20,7 @@ async def run_job(app, kind: str) -> None:
     ctx = app.state.ctx
     async with ctx.db.transaction() as session:
         await enqueue(session, kind)
-    worker = Worker(ctx.db, build_handlers(ctx.settings, ctx.tickets), WorkerOptions())
+    worker = Worker(ctx.db, build_handlers(ctx.settings, ctx.tickets, ctx.webhooks), WorkerOptions())
     await worker.run_until_idle()
 
 

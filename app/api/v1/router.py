@@ -13,6 +13,7 @@ from app.api.v1.endpoints import (
     teams,
     tickets,
     users,
+    webhooks,
 )
 
 api_router = APIRouter(prefix="/api/v1")
@@ -26,3 +27,4 @@ api_router.include_router(teams.router)
 api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
 api_router.include_router(jobs.router)
+api_router.include_router(webhooks.router)
