@@ -33,6 +33,9 @@ def serve(
         log_config=None,  # our JSON logging, configured by create_app
         proxy_headers=False,  # X-Forwarded-For is believed only from HELPDESK_TRUSTED_PROXIES
         server_header=False,
+        # Open SSE/WebSocket streams never end by themselves: cut them after 10 s on shutdown
+        # (clients reconnect and resume from the timeline).
+        timeout_graceful_shutdown=10,
     )
 
 

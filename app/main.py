@@ -26,6 +26,8 @@ from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
+from app.realtime.bus import EventBus
+from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
 from app.services.storage import LocalStorage
@@ -121,6 +123,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     hasher = PasswordHasher(settings.auth)
     signer = TokenSigner(settings.signing_key(), settings.auth.access_token_ttl_seconds)
     links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
+    auth = AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter)
+    bus = EventBus()
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -128,7 +132,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis,
         limiter=limiter,
         proxies=TrustedProxies(settings.trusted_proxies),
-        auth=AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter),
+        auth=auth,
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
         tickets=TicketService(settings.tickets, timezone=settings.tz),
@@ -137,7 +141,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
         ),
         webhooks=WebhookService(settings.webhooks, http),
+        realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
     )
+    db.publishers.append(bus.publish)
     app.state.ctx = ctx
     worker_task: asyncio.Task[None] | None = None
     worker = None

@@ -85,6 +85,18 @@ class WebhookSettings(BaseModel):
     disable_after_failures: int = Field(default=10, ge=1)
 
 
+class RealtimeSettings(BaseModel):
+    token_ttl_seconds: int = Field(default=60, ge=5)
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+    # How often an open stream re-checks that its login session is still alive (logout,
+    # password change, disabled user -> WebSocket close 4401).
+    revalidate_seconds: float = Field(default=30.0, gt=0)
+    # Resume replays from this many ids before the client's last one: ids are assigned at
+    # insert, not commit, so a late commit can carry a lower id. Clients de-duplicate by id.
+    replay_overlap: int = Field(default=50, ge=0)
+    replay_limit: int = Field(default=1000, ge=1)
+
+
 class WorkerSettings(BaseModel):
     # Run the job worker inside the API process (the embedded default); `helpdesk worker`
     # runs it alone, `helpdesk serve --no-worker` serves only.
@@ -131,6 +143,7 @@ class Settings(BaseSettings):
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     @field_validator("timezone")
     @classmethod

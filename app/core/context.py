@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
+from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
 from app.services.ticket import TicketService
@@ -33,4 +34,5 @@ class AppContext:
     tickets: TicketService
     links: AttachmentLinks
     webhooks: WebhookService
+    realtime: RealtimeService
     attachments: AttachmentService

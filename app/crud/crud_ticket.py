@@ -301,3 +301,21 @@ async def list_watchers(session: AsyncSession, ticket_id: int) -> list[User]:
         .order_by(User.id)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def events_since(
+    session: AsyncSession, user: User, *, after_id: int, limit: int
+) -> list[tuple[TicketEvent, int]]:
+    """Timeline events after `after_id` that `user` may see, with each ticket's requester (what
+    realtime frames carry), oldest first."""
+    readable = readable_by(user).with_only_columns(Ticket.id, Ticket.requester_id).subquery()
+    stmt = (
+        select(TicketEvent, readable.c.requester_id)
+        .join(readable, readable.c.id == TicketEvent.ticket_id)
+        .where(TicketEvent.id > after_id)
+        .order_by(TicketEvent.id)
+        .limit(limit)
+    )
+    if user.role == Role.customer:
+        stmt = stmt.where(TicketEvent.internal.is_(False))
+    return [(event, int(requester_id)) for event, requester_id in (await session.execute(stmt)).all()]

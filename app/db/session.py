@@ -24,6 +24,8 @@ from sqlalchemy.pool import NullPool
 WRITE_OPTION = "helpdesk_write"
 # Session.info flag: "run the commit hooks after this transaction commits" (set by enqueue).
 WAKE_AFTER_COMMIT = "helpdesk_wake_after_commit"
+# Session.info list: realtime frames to publish once (and only if) this transaction commits.
+PUBLISH_AFTER_COMMIT = "helpdesk_publish_after_commit"
 
 
 def is_sqlite(url: str) -> bool:
@@ -90,6 +92,7 @@ class Database:
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self.commit_hooks: list[Callable[[], None]] = []
+        self.publishers: list[Callable[[list[Any]], None]] = []
         # A Session class of our own, so these listeners concern this Database only.
         session_class = type("HelpdeskSession", (Session,), {})
         event.listen(session_class, "after_commit", self._after_commit)
@@ -106,9 +109,14 @@ class Database:
         if session.info.pop(WAKE_AFTER_COMMIT, False):
             for hook in self.commit_hooks:
                 hook()
+        frames = session.info.pop(PUBLISH_AFTER_COMMIT, None)
+        if frames:
+            for publish in self.publishers:
+                publish(frames)
 
     def _after_rollback(self, session: Session) -> None:
         session.info.pop(WAKE_AFTER_COMMIT, None)
+        session.info.pop(PUBLISH_AFTER_COMMIT, None)
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self._write_sessions if write else self._read_sessions)()

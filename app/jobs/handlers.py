@@ -16,6 +16,7 @@ from app.jobs.worker import Handler, JobRun, Periodic, PermanentJobError, Worker
 from app.models.auth_session import AuthSession, RefreshToken
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
+from app.models.realtime_token import RealtimeToken
 from app.models.ticket import Ticket, TicketEvent, TicketStatus
 from app.models.webhook import DeliveryStatus
 from app.services.ticket import DISPATCH_EVENT, TicketService
@@ -49,6 +50,7 @@ def build_handlers(settings: Settings, tickets: TicketService, webhooks: Webhook
         async with run.db.transaction() as session:
             await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now))
             await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))
+            await session.execute(delete(RealtimeToken).where(RealtimeToken.expires_at < now))
             await session.execute(delete(AuthSession).where(AuthSession.revoked_at < now - REVOKED_SESSIONS_KEPT))
             await session.execute(
                 delete(Job).where(

@@ -7,6 +7,7 @@ from app.models.canned_response import CannedResponse
 from app.models.category import Category
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
+from app.models.realtime_token import RealtimeToken
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team, team_members
 from app.models.ticket import (
@@ -39,6 +40,7 @@ __all__ = [
     "Message",
     "Priority",
     "Rating",
+    "RealtimeToken",
     "RefreshToken",
     "Role",
     "Tag",

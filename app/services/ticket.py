@@ -27,11 +27,13 @@ from app.core.errors import (
 )
 from app.crud import crud_ticket
 from app.db.base import utcnow
+from app.db.session import PUBLISH_AFTER_COMMIT
 from app.jobs.queue import enqueue
 from app.models.category import Category
 from app.models.team import Team
 from app.models.ticket import Channel, Message, Priority, Rating, Ticket, TicketEvent, TicketStatus
 from app.models.user import Role, User
+from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
 
 S = TicketStatus
@@ -418,6 +420,7 @@ class TicketService:
         session.add(event)
         await session.flush()
         await enqueue(session, DISPATCH_EVENT, {"event_id": event.id}, idempotency_key=f"event:{event.id}")
+        session.info.setdefault(PUBLISH_AFTER_COMMIT, []).append(Frame.of(event, requester_id=ticket.requester_id))
 
     def _touch(self, ticket: Ticket, now: datetime) -> None:
         """A change users see: newer updated_at, next version."""

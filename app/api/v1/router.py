@@ -9,6 +9,7 @@ from app.api.v1.endpoints import (
     categories,
     health,
     jobs,
+    realtime,
     tags,
     teams,
     tickets,
@@ -28,3 +29,4 @@ api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
 api_router.include_router(jobs.router)
 api_router.include_router(webhooks.router)
+api_router.include_router(realtime.router)

@@ -1,0 +1,1 @@
+"""Realtime push: the event bus, and the SSE / WebSocket streams built on it."""

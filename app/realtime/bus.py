@@ -1,0 +1,92 @@
+"""The in-process event bus: timeline events, published after their transaction commits.
+
+A frame carries what visibility needs (the ticket's requester, whether it is internal), so one
+in-memory predicate (`visible_to`) decides who receives it: the same rule as
+crud_ticket.readable_by plus "customers never see internal events".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.models.ticket import TicketEvent
+from app.models.user import Role, User
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: int
+    type: str
+    ticket_id: int
+    data: dict[str, Any]
+    created_at: str
+    internal: bool
+    requester_id: int
+
+    @classmethod
+    def of(cls, event: TicketEvent, *, requester_id: int) -> Frame:
+        return cls(
+            id=event.id,
+            type=event.type,
+            ticket_id=event.ticket_id,
+            data=dict(event.data),
+            created_at=event.created_at.isoformat().replace("+00:00", "Z"),
+            internal=event.internal,
+            requester_id=requester_id,
+        )
+
+    def json(self) -> str:
+        """What clients receive: {id, type, ticket_id, data, created_at} (API.md)."""
+        body = {
+            "id": self.id,
+            "type": self.type,
+            "ticket_id": self.ticket_id,
+            "data": self.data,
+            "created_at": self.created_at,
+        }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def visible_to(frame: Frame, user: User) -> bool:
+    if user.role in (Role.agent, Role.admin):
+        return True
+    return frame.requester_id == user.id and not frame.internal
+
+
+@dataclass(eq=False)
+class Subscription:
+    user: User
+    queue: asyncio.Queue[Frame] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    # Set when the client fell so far behind that its queue overflowed: the stream closes
+    # (WebSocket 4408) rather than slowing everyone down; the client resumes from the timeline.
+    overflowed: bool = False
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, user: User) -> Subscription:
+        subscription = Subscription(user)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            for subscription in list(self._subscriptions):
+                if subscription.overflowed or not visible_to(frame, subscription.user):
+                    continue
+                try:
+                    subscription.queue.put_nowait(frame)
+                except asyncio.QueueFull:
+                    subscription.overflowed = True
+
+    @property
+    def connections(self) -> int:
+        return len(self._subscriptions)
