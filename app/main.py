@@ -27,6 +27,7 @@ from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
 from app.realtime.bus import EventBus
+from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
@@ -144,6 +145,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
     )
     db.publishers.append(bus.publish)
+    bridge = RedisBridge(redis, bus) if redis is not None else None
+    bridge_task = asyncio.create_task(bridge.run(), name="realtime-redis") if bridge is not None else None
+    if bridge is not None:
+        db.publishers.append(bridge.publish)
     app.state.ctx = ctx
     worker_task: asyncio.Task[None] | None = None
     worker = None
@@ -158,6 +163,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await worker.stop()
             worker_task.cancel()
             await asyncio.gather(worker_task, return_exceptions=True)
+        if bridge is not None and bridge_task is not None:
+            bridge_task.cancel()
+            await asyncio.gather(bridge_task, return_exceptions=True)
+            await bridge.aclose()
         await http.aclose()
         if redis is not None:
             await redis.aclose()

@@ -8,6 +8,7 @@ crud_ticket.readable_by plus "customers never see internal events".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,13 +57,28 @@ def visible_to(frame: Frame, user: User) -> bool:
     return frame.requester_id == user.id and not frame.internal
 
 
+CLOSE_SLOW = 4408  # the client fell too far behind
+CLOSE_RESUME = 1012  # the fan-out broke: reconnect and resume from the timeline
+
+
 @dataclass(eq=False)
 class Subscription:
     user: User
-    queue: asyncio.Queue[Frame] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
-    # Set when the client fell so far behind that its queue overflowed: the stream closes
-    # (WebSocket 4408) rather than slowing everyone down; the client resumes from the timeline.
-    overflowed: bool = False
+    # None in the queue is a wake-up: look at close_code.
+    queue: asyncio.Queue[Frame | None] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    # Set when the stream must end: the client fell so far behind that its queue overflowed
+    # (4408, rather than slowing everyone down), or the cross-process fan-out broke. Either way
+    # the client reconnects and resumes from the timeline.
+    close_code: int | None = None
+
+    @property
+    def overflowed(self) -> bool:
+        return self.close_code == CLOSE_SLOW
+
+    def close(self, code: int) -> None:
+        self.close_code = code
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
 
 
 class EventBus:
@@ -80,12 +96,16 @@ class EventBus:
     def publish(self, frames: list[Frame]) -> None:
         for frame in frames:
             for subscription in list(self._subscriptions):
-                if subscription.overflowed or not visible_to(frame, subscription.user):
+                if subscription.close_code is not None or not visible_to(frame, subscription.user):
                     continue
                 try:
                     subscription.queue.put_nowait(frame)
                 except asyncio.QueueFull:
-                    subscription.overflowed = True
+                    subscription.close_code = CLOSE_SLOW
+
+    def close_all(self, code: int) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close(code)
 
     @property
     def connections(self) -> int:

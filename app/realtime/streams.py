@@ -26,7 +26,6 @@ from app.realtime.bus import EventBus, Frame, Subscription
 from app.services.auth import AuthService
 
 CLOSE_AUTH = 4401  # token expired, logged out, user disabled
-CLOSE_SLOW = 4408  # the client fell too far behind
 
 
 class StreamClosed(Exception):
@@ -103,8 +102,8 @@ class RealtimeService:
         slow or its login ended."""
         next_check = time.monotonic() + self.settings.revalidate_seconds
         while True:
-            if subscription.overflowed:
-                raise StreamClosed(CLOSE_SLOW)
+            if subscription.close_code is not None:
+                raise StreamClosed(subscription.close_code)
             wait = min(self.settings.keepalive_seconds, max(0.0, next_check - time.monotonic()))
             try:
                 frame = await asyncio.wait_for(subscription.queue.get(), timeout=wait)
@@ -116,4 +115,5 @@ class RealtimeService:
                     continue
                 yield None
             else:
-                yield frame
+                if frame is not None:  # None only wakes us up to look at close_code
+                    yield frame
