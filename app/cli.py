@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import uvicorn
 
 app = typer.Typer(help="Helpdesk (工单系统) backend", no_args_is_help=True, add_completion=False)
 
@@ -18,25 +20,46 @@ def serve(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="run the job worker in this process")] = True,
 ) -> None:
     """Serve the API; migrations are applied on start-up."""
-    import uvicorn
-
     from app.core.config import load_settings
     from app.main import create_app
 
     settings = load_settings()
     if not worker:
         settings.worker.enabled = False
-    uvicorn.run(
-        create_app(settings),
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,  # our JSON logging, configured by create_app
         proxy_headers=False,  # X-Forwarded-For is believed only from HELPDESK_TRUSTED_PROXIES
         server_header=False,
-        # Open SSE/WebSocket streams never end by themselves: cut them after 10 s on shutdown
-        # (clients reconnect and resume from the timeline).
+        # Streams get 1001 at once (below); anything else still open is cut after 10 s.
         timeout_graceful_shutdown=10,
     )
+    GoingAwayServer(config, application).run()
+
+
+class GoingAwayServer(uvicorn.Server):
+    """uvicorn's server, telling open realtime streams that the server is going away (1001) as
+    soon as shutdown begins: streams never end by themselves, and uvicorn waits for open
+    connections before the app's own shutdown runs."""
+
+    def __init__(self, config: uvicorn.Config, application: Any) -> None:
+        super().__init__(config)
+        self.application = application
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        ctx = getattr(self.application.state, "ctx", None)
+        if ctx is not None:
+            bus = ctx.realtime.bus
+            bus.close_all(1001)
+            # Let the streams send their 1001 before uvicorn closes what is left (with 1012).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    while bus.connections:  # noqa: ASYNC110  # streams unsubscribe as they close
+                        await asyncio.sleep(0.01)
+        await super().shutdown(sockets)
 
 
 @app.command("worker")
@@ -51,12 +74,14 @@ async def _run_worker(*, once: bool) -> None:
     import signal
 
     import httpx
+    from redis.asyncio import Redis
 
     from app.core.config import load_settings
     from app.core.logging import configure_logging
     from app.db import migrate as migrations
     from app.db.session import Database
     from app.jobs.handlers import build_worker
+    from app.jobs.wake import RedisJobSignal
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
 
@@ -67,17 +92,28 @@ async def _run_worker(*, once: bool) -> None:
     http = httpx.AsyncClient()
     tickets = TicketService(settings.tickets, timezone=settings.tz)
     worker = build_worker(settings, db, tickets, WebhookService(settings.webhooks, http))
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    signal_ = RedisJobSignal(redis) if redis is not None else None
+    listener = None
     try:
         if once:
             count = await worker.run_until_idle()
             typer.echo(f"ran {count} job(s)")
             return
+        if signal_ is not None:  # enqueues in the API processes wake this worker at once
+            db.commit_hooks.append(signal_.notify)
+            listener = asyncio.create_task(signal_.listen(worker.wake))
         loop = asyncio.get_running_loop()
         task = asyncio.create_task(worker.run_forever())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
         await task
     finally:
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        if redis is not None:
+            await redis.aclose()
         await http.aclose()
         await db.dispose()
 

@@ -26,6 +26,7 @@ from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
+from app.jobs.wake import RedisJobSignal
 from app.realtime.bus import EventBus
 from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
@@ -149,20 +150,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bridge_task = asyncio.create_task(bridge.run(), name="realtime-redis") if bridge is not None else None
     if bridge is not None:
         db.publishers.append(bridge.publish)
+    job_signal = RedisJobSignal(redis) if redis is not None else None
+    if job_signal is not None:
+        db.commit_hooks.append(job_signal.notify)  # wakes workers in other processes too
     app.state.ctx = ctx
-    worker_task: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = []
     worker = None
     try:
         await _bootstrap_admin(ctx)
-        if settings.worker.enabled:
-            worker = build_worker(settings, db, ctx.tickets, ctx.webhooks)
-            worker_task = asyncio.create_task(worker.run_forever(), name="job-worker")
+        # Always a worker: with --no-worker it takes only the jobs routed to bots this process
+        # holds (none until the OneBot integration registers them), so those are never stranded.
+        worker = build_worker(settings, db, ctx.tickets, ctx.webhooks, handles_unrouted=settings.worker.enabled)
+        background.append(asyncio.create_task(worker.run_forever(), name="job-worker"))
+        if job_signal is not None:
+            background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))
         yield
     finally:
-        if worker is not None and worker_task is not None:
+        if worker is not None:
             await worker.stop()
-            worker_task.cancel()
-            await asyncio.gather(worker_task, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if job_signal is not None:
+            await job_signal.aclose()
         if bridge is not None and bridge_task is not None:
             bridge_task.cancel()
             await asyncio.gather(bridge_task, return_exceptions=True)

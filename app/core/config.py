@@ -95,6 +95,8 @@ class RealtimeSettings(BaseModel):
     # insert, not commit, so a late commit can carry a lower id. Clients de-duplicate by id.
     replay_overlap: int = Field(default=50, ge=0)
     replay_limit: int = Field(default=1000, ge=1)
+    # Open streams per user (tabs, devices); one more is refused.
+    max_connections_per_user: int = Field(default=10, ge=1)
 
 
 class WorkerSettings(BaseModel):

@@ -214,6 +214,10 @@ class WebhookNotFound(NotFound):
     code = "webhook_not_found"
 
 
+class TooManyStreams(AppError):
+    status, code = 429, "too_many_streams"
+
+
 class JobNotFound(NotFound):
     code = "job_not_found"
 

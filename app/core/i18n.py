@@ -62,6 +62,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
         "A request with this Idempotency-Key is still being processed",
     ),
     "webhook_not_found": ("Webhook 不存在", "Webhook not found"),
+    "too_many_streams": ("打开的实时连接过多，请关闭一些页面后重试", "Too many realtime connections are open"),
     "job_not_found": ("任务不存在", "Job not found"),
     "job_not_retryable": ("只有失败或已放弃的任务可以重试", "Only failed or dead jobs can be retried"),
     "not_ready": ("服务尚未就绪", "The service is not ready"),

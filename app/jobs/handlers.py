@@ -3,6 +3,7 @@ re-reads its rows and does nothing when its work is already done."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -112,8 +113,16 @@ def build_handlers(settings: Settings, tickets: TicketService, webhooks: Webhook
 
 
 def build_worker(
-    settings: Settings, db: Database, tickets: TicketService, webhooks: WebhookService, *, handles_unrouted: bool = True
+    settings: Settings,
+    db: Database,
+    tickets: TicketService,
+    webhooks: WebhookService,
+    *,
+    handles_unrouted: bool = True,
+    routing_keys: Callable[[], Iterable[str]] = frozenset,
 ) -> Worker:
+    """`handles_unrouted=False` makes a routed-only worker: it claims just the jobs of the bots
+    this process holds (`routing_keys`), which is what `helpdesk serve --no-worker` runs."""
     options = WorkerOptions(
         concurrency=settings.worker.concurrency,
         lease_seconds=settings.worker.lease_seconds,
@@ -121,6 +130,6 @@ def build_worker(
         handles_unrouted=handles_unrouted,
         periodic=periodic_jobs() if handles_unrouted else [],
     )
-    worker = Worker(db, build_handlers(settings, tickets, webhooks), options)
+    worker = Worker(db, build_handlers(settings, tickets, webhooks), options, routing_keys=routing_keys)
     db.commit_hooks.append(worker.wake)
     return worker

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, true, update
+from sqlalchemy import and_, false, or_, select, update
 
 from app.core.logging import redact
 from app.db.base import utcnow
@@ -160,6 +160,8 @@ class Worker:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         keys = list(self.routing_keys())
+        if not keys and not self.settings.handles_unrouted:
+            return []  # a routed-only worker holding no bot has nothing it may take
         routed = Job.routing_key.in_(keys) if keys else false()
         unrouted = Job.routing_key.is_(None) if self.settings.handles_unrouted else false()
         stmt = (
@@ -169,7 +171,7 @@ class Worker:
                     and_(Job.status == JobStatus.pending, Job.run_at <= now),
                     and_(Job.status == JobStatus.running, Job.locked_until < now),
                 ),
-                or_(routed, unrouted) if keys or self.settings.handles_unrouted else true(),
+                or_(routed, unrouted),
             )
             .order_by(Job.run_at, Job.id)
             .limit(limit)

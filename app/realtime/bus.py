@@ -85,6 +85,9 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
+    def count_for(self, user_id: int) -> int:
+        return sum(1 for s in self._subscriptions if s.user.id == user_id)
+
     def subscribe(self, user: User) -> Subscription:
         subscription = Subscription(user)
         self._subscriptions.add(subscription)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import RealtimeSettings
-from app.core.errors import InvalidToken, NotAuthenticated
+from app.core.errors import InvalidToken, NotAuthenticated, TooManyStreams
 from app.core.security import InvalidAccessToken, token_digest
 from app.crud import crud_auth_session, crud_realtime_token, crud_ticket
 from app.db.base import utcnow
@@ -26,6 +26,7 @@ from app.realtime.bus import EventBus, Frame, Subscription
 from app.services.auth import AuthService
 
 CLOSE_AUTH = 4401  # token expired, logged out, user disabled
+CLOSE_TOO_MANY = 4429  # the user has as many streams open as allowed
 
 
 class StreamClosed(Exception):
@@ -49,6 +50,12 @@ class RealtimeService:
         self.db = db
         self.auth = auth
         self.bus = bus
+
+    def subscribe(self, auth: StreamAuth) -> Subscription:
+        """A place on the bus, unless the user already has as many streams open as allowed."""
+        if self.bus.count_for(auth.user.id) >= self.settings.max_connections_per_user:
+            raise TooManyStreams
+        return self.bus.subscribe(auth.user)
 
     async def issue_token(self, session: AsyncSession, *, user: User, session_id: int) -> tuple[str, datetime]:
         token = secrets.token_urlsafe(32)

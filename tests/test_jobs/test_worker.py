@@ -198,6 +198,15 @@ async def test_routed_jobs_go_only_to_the_process_holding_that_bot(db):
     assert [j.status for j in await jobs(db)] == [JobStatus.done, JobStatus.done]
 
 
+async def test_routed_only_worker_without_bots_takes_nothing(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.plain")
+        await enqueue(session, "test.send", routing_key="10001")
+    routed_only = Worker(db, {"test.plain": _noop, "test.send": _noop}, WorkerOptions(handles_unrouted=False))
+    assert await routed_only.run_until_idle() == 0
+    assert {j.status for j in await jobs(db)} == {JobStatus.pending}
+
+
 async def test_enqueue_with_the_same_key_adds_one_job(db):
     for _ in range(2):
         async with db.transaction() as session:

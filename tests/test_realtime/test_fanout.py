@@ -14,6 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from app.main import create_app
 from tests.conftest import PASSWORD, PG_URL, REDIS_URL, TEST_SECRET, bearer, create_user, empty_tables
@@ -88,7 +89,12 @@ async def test_websocket_client_on_one_process_sees_a_ticket_created_through_ano
                 )
                 assert created.status_code == 201
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                # Process A shuts down: its clients hear "going away" at once.
+                proc_a.terminate()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 15)
         assert (frame["type"], frame["ticket_id"]) == ("ticket.created", created.json()["id"])
+        assert closed.value.rcvd.code == 1001
     finally:
         for process in processes:
             process.terminate()

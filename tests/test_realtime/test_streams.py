@@ -140,6 +140,24 @@ async def test_logging_out_closes_the_websocket_with_4401(app, client, customer,
     assert closed.value.rcvd.code == 4401
 
 
+async def test_streams_per_user_are_capped(app, client, customer, base_url):
+    app.state.ctx.realtime.settings.max_connections_per_user = 1
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        async with http.stream("GET", "/api/v1/events/stream", headers=bearer(customer)) as first:
+            assert first.status_code == 200
+            second = await http.get("/api/v1/events/stream", headers=bearer(customer))
+            assert second.status_code == 429
+            assert second.json()["code"] == "too_many_streams"
+            ws_url = base_url.replace("http://", "ws://") + "/api/v1/ws"
+            async with connect(ws_url, additional_headers=bearer(customer)) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 4429
+        # The first one closed: there is room again.
+        async with http.stream("GET", "/api/v1/events/stream", headers=bearer(customer)) as again:
+            assert again.status_code == 200
+
+
 def test_a_client_too_slow_to_keep_up_is_marked_for_closing():
     bus = EventBus()
     user = User(id=1, role="agent", display_name="a", username="a")

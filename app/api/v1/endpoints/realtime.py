@@ -19,9 +19,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.api.v1.dependencies import Context, CurrentPrincipal, SessionDep
-from app.core.errors import AppError, InvalidToken, NotAuthenticated, problem_responses
+from app.core.errors import AppError, InvalidToken, NotAuthenticated, TooManyStreams, problem_responses
 from app.realtime.bus import Frame
-from app.realtime.streams import CLOSE_AUTH, StreamAuth, StreamClosed
+from app.realtime.streams import CLOSE_AUTH, CLOSE_TOO_MANY, StreamAuth, StreamClosed
 
 router = APIRouter(tags=["realtime"])
 
@@ -47,7 +47,10 @@ def _sse(frame: Frame) -> str:
 @router.get(
     "/events/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(NotAuthenticated, InvalidToken)},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **problem_responses(NotAuthenticated, InvalidToken, TooManyStreams),
+    },
 )
 async def event_stream(
     request: Request,
@@ -56,7 +59,7 @@ async def event_stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> StreamingResponse:
     auth = await ctx.realtime.authenticate(authorization=request.headers.get("authorization"), token=token)
-    subscription = ctx.realtime.bus.subscribe(auth.user)  # before the replay: nothing falls between
+    subscription = ctx.realtime.subscribe(auth)  # before the replay: nothing falls between
     since = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
     async def body() -> AsyncIterator[str]:
@@ -90,7 +93,11 @@ async def websocket_stream(websocket: WebSocket, token: TokenQuery = None) -> No
         await websocket.close(code=CLOSE_AUTH)
         return
     await websocket.accept()
-    subscription = ctx.realtime.bus.subscribe(auth.user)
+    try:
+        subscription = ctx.realtime.subscribe(auth)
+    except TooManyStreams:
+        await websocket.close(code=CLOSE_TOO_MANY)
+        return
     sending = asyncio.Lock()
 
     async def send(message: dict[str, Any] | str) -> None:

@@ -1,0 +1,57 @@
+"""Waking job workers in other processes: a commit that enqueued publishes on a Redis channel;
+every worker listens. Without Redis, other processes find new jobs at their next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "helpdesk:jobs"
+
+
+class RedisJobSignal:
+    def __init__(self, redis: Redis, *, channel: str = CHANNEL) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.subscribed = asyncio.Event()
+        self._sending: set[asyncio.Task[Any]] = set()
+
+    def notify(self) -> None:
+        """A Database commit hook (runs in the event loop's thread): publish without blocking."""
+        task = asyncio.get_running_loop().create_task(self._send())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self) -> None:
+        try:
+            await self.redis.publish(self.channel, "1")
+        except Exception as exc:  # the other workers still poll
+            log.warning("job wake-up publish failed: %s", type(exc).__name__)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job wake-up subscription lost (%s); polling meanwhile", type(exc).__name__)
+            self.subscribed.clear()
+            await asyncio.sleep(1.0)
+
+    async def aclose(self) -> None:
+        for task in list(self._sending):
+            with contextlib.suppress(BaseException):
+                await task
