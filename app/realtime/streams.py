@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import RealtimeSettings
 from app.core.errors import InvalidToken, NotAuthenticated, TooManyStreams
-from app.core.security import InvalidAccessToken, token_digest
+from app.core.security import token_digest
 from app.crud import crud_auth_session, crud_realtime_token, crud_ticket
 from app.db.base import utcnow
 from app.db.session import Database
@@ -70,12 +70,8 @@ class RealtimeService:
         scheme, _, credentials = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and credentials:
             async with self.db.transaction(write=False) as session:
-                user, session_id = await self.auth.authenticate(session, credentials)
-            try:
-                expires_at = self.auth.signer.verify(credentials).expires_at
-            except InvalidAccessToken:
-                raise InvalidToken from None
-            return StreamAuth(user, session_id, expires_at)
+                user, claims = await self.auth.authenticate(session, credentials)
+            return StreamAuth(user, claims.session_id, claims.expires_at)
         if token:
             return await self._spend_token(token)
         raise NotAuthenticated

@@ -16,7 +16,14 @@ from app.core.errors import (
     UserDisabled,
 )
 from app.core.ratelimit import RateLimiter
-from app.core.security import InvalidAccessToken, PasswordHasher, TokenSigner, new_refresh_token, token_digest
+from app.core.security import (
+    AccessClaims,
+    InvalidAccessToken,
+    PasswordHasher,
+    TokenSigner,
+    new_refresh_token,
+    token_digest,
+)
 from app.crud import crud_auth_session, crud_user
 from app.db.base import utcnow
 from app.models.user import User
@@ -103,8 +110,9 @@ class AuthService:
         await crud_auth_session.revoke_session(session, token.session_id, now=utcnow(), reason="logout")
         return token.session_id
 
-    async def authenticate(self, session: AsyncSession, access_token: str) -> tuple[User, int]:
-        """The active user behind a valid access token whose session is not revoked."""
+    async def authenticate(self, session: AsyncSession, access_token: str) -> tuple[User, AccessClaims]:
+        """The active user behind a valid access token whose session is not revoked, with the
+        token's verified claims (session id, expiry)."""
         try:
             claims = self.signer.verify(access_token)
         except InvalidAccessToken:
@@ -112,7 +120,7 @@ class AuthService:
         user = await crud_auth_session.get_session_user(session, user_id=claims.user_id, session_id=claims.session_id)
         if user is None or not user.is_active:
             raise InvalidToken
-        return user, claims.session_id
+        return user, claims
 
     async def _store_refresh_token(self, session: AsyncSession, session_id: int, raw: str, now: datetime) -> None:
         await crud_auth_session.add_refresh_token(

@@ -67,8 +67,8 @@ class Principal:
 async def get_principal(ctx: Context, session: SessionDep, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
     if not token:
         raise NotAuthenticated
-    user, session_id = await ctx.auth.authenticate(session, token)
-    return Principal(user, session_id)
+    user, claims = await ctx.auth.authenticate(session, token)
+    return Principal(user, claims.session_id)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
