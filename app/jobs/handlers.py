@@ -96,7 +96,7 @@ def build_handlers(settings: Settings, tickets: TicketService, webhooks: Webhook
                 current = await crud_webhook.get_delivery(session, delivery.id)
                 if current is not None:
                     current.attempts = run.attempt
-                    await webhooks.record_failure(session, current, str(exc), final=run.is_last_attempt)
+                    await webhooks.record_failure(session, current, exc, final=run.is_last_attempt)
             raise
         async with run.db.transaction() as session:
             current = await crud_webhook.get_delivery(session, delivery.id)

@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
-    """This attempt did not reach a 2xx answer; the job retries it."""
+    """This attempt did not reach a 2xx answer; the job retries it. `status` is the receiver's
+    HTTP status when it answered at all."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -78,7 +83,7 @@ class WebhookService:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {redact(str(exc))[:300]}") from None
         if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"HTTP {response.status_code}")
+            raise DeliveryFailed(f"HTTP {response.status_code}", status=response.status_code)
         return response.status_code
 
     async def record_success(self, session: AsyncSession, delivery: WebhookDelivery, status: int) -> None:
@@ -87,10 +92,10 @@ class WebhookService:
         await crud_webhook.reset_failures(session, delivery.webhook_id)
 
     async def record_failure(
-        self, session: AsyncSession, delivery: WebhookDelivery, error: str, *, final: bool
+        self, session: AsyncSession, delivery: WebhookDelivery, failure: DeliveryFailed, *, final: bool
     ) -> None:
-        delivery.error = error[:2000]
-        delivery.response_status = int(error[5:8]) if error.startswith("HTTP ") else None
+        delivery.error = str(failure)[:2000]
+        delivery.response_status = failure.status
         if not final:
             return
         delivery.status = DeliveryStatus.failed
