@@ -34,10 +34,6 @@ class AppError(Exception):
         self.extra = extra
 
 
-class BadRequest(AppError):
-    status, code = 400, "bad_request"
-
-
 class NotAuthenticated(AppError):
     status, code = 401, "not_authenticated"
 
