@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.v1.router import api_router
+from app.bot.hub import build_hub
 from app.core.config import Settings, load_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
@@ -75,6 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
+    # The hub exists from here so its endpoints can be routed; it connects in the lifespan.
+    app.state.onebot = build_hub(settings.onebot)
+    if settings.onebot.inbound:
+        app.router.routes.extend(app.state.onebot.routes())
     app.add_middleware(MethodOverrideMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -144,6 +149,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         webhooks=WebhookService(settings.webhooks, http),
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
+        onebot=app.state.onebot,
     )
     db.publishers.append(bus.publish)
     bridge = RedisBridge(redis, bus) if redis is not None else None
@@ -158,6 +164,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     worker = None
     try:
         await _bootstrap_admin(ctx)
+        await ctx.onebot.start()
         # Always a worker: with --no-worker it takes only the jobs routed to bots this process
         # holds (none until the OneBot integration registers them), so those are never stranded.
         worker = build_worker(settings, db, ctx.tickets, ctx.webhooks, handles_unrouted=settings.worker.enabled)
@@ -168,6 +175,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if worker is not None:
             await worker.stop()
+        await ctx.onebot.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

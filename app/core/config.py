@@ -108,6 +108,29 @@ class WorkerSettings(BaseModel):
     poll_seconds: float = Field(default=1.0, gt=0)
 
 
+class OneBotSettings(BaseModel):
+    """QQ through OneBot v11 (NapCat, LLOneBot, Lagrange.OneBot, go-cqhttp); see ONEBOT.md."""
+
+    # Serve the inbound endpoints /onebot/v11/ws (reverse WebSocket) and /onebot/v11/http
+    # (HTTP POST events). Without an access token they accept loopback peers only, and
+    # production refuses to start that way.
+    inbound: bool = True
+    access_token: SecretStr = SecretStr("")
+    # HTTP POST X-Signature secret: a setting of its own, separate from the access token.
+    secret: SecretStr = SecretStr("")
+    # Forward WebSocket URLs we connect to, e.g. ws://127.0.0.1:3001/ (NapCat's default).
+    forward_urls: list[str] = Field(default_factory=list)
+    # HTTP API base URL per bot (self_id), e.g. {"123456789": "http://127.0.0.1:3000"}.
+    http_api_urls: dict[int, str] = Field(default_factory=dict)
+    action_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Outbound messages per bot: QQ freezes accounts that send too fast.
+    send_rate_per_second: float = Field(default=1.0, gt=0)
+    send_burst: int = Field(default=5, ge=1)
+    event_queue_size: int = Field(default=1024, ge=1)
+    reconnect_min_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HELPDESK_",
@@ -146,6 +169,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    onebot: OneBotSettings = Field(default_factory=OneBotSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -165,6 +189,11 @@ class Settings(BaseSettings):
                     f"HELPDESK_SECRET_KEY {problem}: production refuses to start without a "
                     f"random key of at least {MIN_SECRET_LENGTH} characters "
                     '(python3 -c "import secrets; print(secrets.token_urlsafe(48))")'
+                )
+            if self.onebot.inbound and not self.onebot.access_token.get_secret_value().strip():
+                raise ValueError(
+                    "HELPDESK_ONEBOT__ACCESS_TOKEN is not set: production refuses to serve the OneBot "
+                    "endpoints without one (set a token, or HELPDESK_ONEBOT__INBOUND=false)"
                 )
         return self
 

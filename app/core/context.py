@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
+from app.onebot.hub import OneBotHub
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
@@ -36,3 +37,4 @@ class AppContext:
     webhooks: WebhookService
     realtime: RealtimeService
     attachments: AttachmentService
+    onebot: OneBotHub

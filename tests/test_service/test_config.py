@@ -50,10 +50,22 @@ def test_production_accepts_a_long_random_key_and_generates_nothing(tmp_path):
     key = secrets.token_urlsafe(36)
     assert len(key) == 48
 
-    settings = load_settings(_env_file=None, env="production", data_dir=tmp_path, secret_key=key)
+    settings = load_settings(
+        _env_file=None, env="production", data_dir=tmp_path, secret_key=key, onebot={"access_token": "t0ken"}
+    )
 
     assert settings.signing_key() == key
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_production_refuses_open_onebot_endpoints_without_a_token(tmp_path):
+    key = secrets.token_urlsafe(36)
+    with pytest.raises(ValidationError, match="HELPDESK_ONEBOT__ACCESS_TOKEN"):
+        Settings(_env_file=None, env="production", data_dir=tmp_path, secret_key=key)
+    with pytest.raises(ValidationError, match="HELPDESK_ONEBOT__ACCESS_TOKEN"):
+        Settings(_env_file=None, env="production", data_dir=tmp_path, secret_key=key, onebot={"access_token": "  "})
+    closed = Settings(_env_file=None, env="production", data_dir=tmp_path, secret_key=key, onebot={"inbound": False})
+    assert not closed.onebot.inbound
 
 
 def test_development_generates_a_private_key_once_and_keeps_it(tmp_path):

@@ -1,0 +1,1 @@
+"""The QQ helpdesk: where OneBot meets tickets (commands, identities, notifications)."""
