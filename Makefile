@@ -46,3 +46,6 @@ lock: ## regenerate the hashed lock files from pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o requirements.lock
 	$(UV) pip compile pyproject.toml --extra dev -c requirements.lock --python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock
+
+bench: $(BIN)/.synced ## print the benchmarks (figures and ratios against references in the same run)
+	$(BIN)/python -m bench.onebot

@@ -18,8 +18,7 @@ async def test_a_call_returns_the_data_of_its_response(impl: Implementation) -> 
     assert response.data == {"user_id": SELF_ID, "nickname": "工单助手"}
     call = impl.calls[-1]
     assert call["action"] == "get_login_info"
-    assert isinstance(call["echo"], str)
-    assert len(call["echo"]) == 32
+    assert isinstance(call["echo"], str)  # always a string: implementations mangle other types
 
 
 async def test_a_failed_action_raises_action_failed_with_the_wording(impl: Implementation) -> None:
