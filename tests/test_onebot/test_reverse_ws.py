@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from app.onebot.connection import Role
-from app.onebot.errors import ConnectionLost
+from app.onebot.errors import ConnectionLost, NotConnected
 from tests.onebot_sim import Implementation, Quirks, ReverseWsClient
 from tests.test_onebot.conftest import SELF_ID, collect, running_hub, serving_hub, wait_until, ws_url
 
@@ -122,3 +122,11 @@ async def test_pending_calls_fail_when_the_implementation_drops_the_link(impl: I
         async with asyncio.timeout(5):
             results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(result, ConnectionLost) for result in results)
+
+
+async def test_actions_are_never_sent_over_an_event_connection(impl: Implementation) -> None:
+    async with running_hub() as hub, serving_hub(hub) as base, ReverseWsClient(impl, ws_url(base), role="Event"):
+        await wait_until(lambda: hub.registry.get(SELF_ID, Role.EVENT) is not None)
+        with pytest.raises(NotConnected):
+            await hub.bot(SELF_ID).get_login_info()
+    assert impl.calls == []
