@@ -11,7 +11,7 @@ def onebot_config(settings: OneBotSettings) -> OneBotConfig:
         access_token=settings.access_token.get_secret_value().strip(),
         secret=settings.secret.get_secret_value(),
         forward_urls=tuple(settings.forward_urls),
-        http_api_urls=dict(settings.http_api_urls),
+        http_api_urls=dict(settings.http_api),
         timeout=settings.action_timeout_seconds,
         send_rate=settings.send_rate_per_second,
         send_burst=settings.send_burst,

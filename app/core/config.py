@@ -121,7 +121,7 @@ class OneBotSettings(BaseModel):
     # Forward WebSocket URLs we connect to, e.g. ws://127.0.0.1:3001/ (NapCat's default).
     forward_urls: list[str] = Field(default_factory=list)
     # HTTP API base URL per bot (self_id), e.g. {"123456789": "http://127.0.0.1:3000"}.
-    http_api_urls: dict[int, str] = Field(default_factory=dict)
+    http_api: dict[int, str] = Field(default_factory=dict)
     action_timeout_seconds: float = Field(default=30.0, gt=0)
     # Outbound messages per bot: QQ freezes accounts that send too fast.
     send_rate_per_second: float = Field(default=1.0, gt=0)
@@ -129,6 +129,16 @@ class OneBotSettings(BaseModel):
     event_queue_size: int = Field(default=1024, ge=1)
     reconnect_min_seconds: float = Field(default=1.0, gt=0)
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    # --- the QQ helpdesk on top ---
+    # Groups where agents work: new and urgent tickets are posted there, agent commands work there.
+    agent_groups: list[int] = Field(default_factory=list)
+    # The bot that posts to agent groups and notifies requesters of tickets not opened from QQ.
+    bot_id: int | None = None
+    auto_approve_friends: bool = True
+    # QQ drops over-long messages: longer texts go out in parts of at most this many characters.
+    message_max_chars: int = Field(default=1500, ge=100)
+    image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    image_timeout_seconds: float = Field(default=15.0, gt=0)
 
 
 class Settings(BaseSettings):
