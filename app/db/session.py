@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 
 # Execution option that marks a connection whose transactions may write.
@@ -26,6 +26,7 @@ WRITE_OPTION = "helpdesk_write"
 WAKE_AFTER_COMMIT = "helpdesk_wake_after_commit"
 # Session.info list: realtime frames to publish once (and only if) this transaction commits.
 PUBLISH_AFTER_COMMIT = "helpdesk_publish_after_commit"
+_SAVEPOINTS = "helpdesk_savepoints"
 
 
 def is_sqlite(url: str) -> bool:
@@ -96,6 +97,8 @@ class Database:
         # A Session class of our own, so these listeners concern this Database only.
         session_class = type("HelpdeskSession", (Session,), {})
         event.listen(session_class, "after_commit", self._after_commit)
+        event.listen(session_class, "after_transaction_create", self._after_transaction_create)
+        event.listen(session_class, "after_soft_rollback", self._after_soft_rollback)
         event.listen(session_class, "after_rollback", self._after_rollback)
         self._read_sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
@@ -106,6 +109,9 @@ class Database:
         )
 
     def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # SQLAlchemy calls this on a savepoint's release too: wait for the real commit
+        session.info.pop(_SAVEPOINTS, None)
         if session.info.pop(WAKE_AFTER_COMMIT, False):
             for hook in self.commit_hooks:
                 hook()
@@ -114,9 +120,35 @@ class Database:
             for publish in self.publishers:
                 publish(frames)
 
-    def _after_rollback(self, session: Session) -> None:
-        session.info.pop(WAKE_AFTER_COMMIT, None)
-        session.info.pop(PUBLISH_AFTER_COMMIT, None)
+    @staticmethod
+    def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+        """A savepoint remembers what was queued before it, to forget only its own on rollback."""
+        if transaction.nested:
+            frames = session.info.get(PUBLISH_AFTER_COMMIT) or []
+            session.info.setdefault(_SAVEPOINTS, {})[id(transaction)] = (
+                len(frames),
+                session.info.get(WAKE_AFTER_COMMIT, False),
+            )
+
+    @staticmethod
+    def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+        if previous_transaction.nested:
+            # A rolled-back savepoint (a refused QQ command) drops what it queued, and only that.
+            kept, wake = session.info.get(_SAVEPOINTS, {}).pop(id(previous_transaction), (None, False))
+            if kept is not None:
+                frames = session.info.get(PUBLISH_AFTER_COMMIT)
+                if frames is not None:
+                    del frames[kept:]
+                session.info[WAKE_AFTER_COMMIT] = wake
+            return
+        if previous_transaction.parent is None:
+            _forget_queued(session)
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        """The database transaction is gone (however the session ended): nothing it queued goes out."""
+        if not session.in_nested_transaction():
+            _forget_queued(session)
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self._write_sessions if write else self._read_sessions)()
@@ -129,3 +161,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _forget_queued(session: Session) -> None:
+    session.info.pop(WAKE_AFTER_COMMIT, None)
+    session.info.pop(PUBLISH_AFTER_COMMIT, None)
+    session.info.pop(_SAVEPOINTS, None)
