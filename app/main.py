@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.v1.router import api_router
-from app.bot.hub import build_hub
+from app.bot.hub import build_hub, wire_bot
 from app.core.config import Settings, load_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
@@ -33,6 +33,7 @@ from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
+from app.services.qq_identity import QQIdentityService
 from app.services.storage import LocalStorage
 from app.services.ticket import TicketService
 from app.services.user import UserService
@@ -150,6 +151,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         webhooks=WebhookService(settings.webhooks, http),
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
         onebot=app.state.onebot,
+        qq_identities=QQIdentityService(settings.signing_key(), limiter=limiter),
     )
     db.publishers.append(bus.publish)
     bridge = RedisBridge(redis, bus) if redis is not None else None
@@ -164,10 +166,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     worker = None
     try:
         await _bootstrap_admin(ctx)
+        bot = wire_bot(settings.onebot, ctx.onebot, db=db, tickets=ctx.tickets, identities=ctx.qq_identities)
+        # Always a worker: with --no-worker it takes only the jobs routed to the bots this
+        # process holds (QQ sends), so those are never stranded.
+        worker = build_worker(
+            settings,
+            db,
+            ctx.tickets,
+            ctx.webhooks,
+            handles_unrouted=settings.worker.enabled,
+            routing_keys=bot.routing_keys,
+            extra_handlers=bot.handlers,
+            listeners=bot.listeners,
+        )
+        ctx.onebot.on_attach(lambda _connection: worker.wake())  # a bot is back: its messages can go
         await ctx.onebot.start()
-        # Always a worker: with --no-worker it takes only the jobs routed to bots this process
-        # holds (none until the OneBot integration registers them), so those are never stranded.
-        worker = build_worker(settings, db, ctx.tickets, ctx.webhooks, handles_unrouted=settings.worker.enabled)
         background.append(asyncio.create_task(worker.run_forever(), name="job-worker"))
         if job_signal is not None:
             background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))

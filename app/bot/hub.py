@@ -1,9 +1,21 @@
-"""Builds the OneBot hub from the application's settings (the library knows no settings)."""
+"""Wiring: the OneBot hub from the application's settings (the library knows no settings), and
+the QQ helpdesk plugged into it and into the job worker."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from app.bot.inbox import InboxStore
+from app.bot.jobs import bot_job_handlers
+from app.bot.outbox import routing_key
+from app.bot.service import QQHelpdesk
 from app.core.config import OneBotSettings
+from app.db.session import Database
+from app.jobs.handlers import EventListener
+from app.jobs.worker import Handler
 from app.onebot.hub import OneBotConfig, OneBotHub
+from app.services.qq_identity import QQIdentityService
+from app.services.ticket import TicketService
 
 
 def onebot_config(settings: OneBotSettings) -> OneBotConfig:
@@ -24,3 +36,31 @@ def onebot_config(settings: OneBotSettings) -> OneBotConfig:
 def build_hub(settings: OneBotSettings) -> OneBotHub:
     """No connection is opened here: `hub.start()` runs in the lifespan."""
     return OneBotHub(onebot_config(settings))
+
+
+@dataclass
+class BotWiring:
+    hub: OneBotHub
+    helpdesk: QQHelpdesk
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    listeners: list[EventListener] = field(default_factory=list)
+
+    def routing_keys(self) -> list[str]:
+        """The bots this process can speak for: their send jobs are ours to claim."""
+        registry = self.hub.registry
+        return [routing_key(self_id) for self_id in registry.self_ids() if registry.action_connection(self_id)]
+
+
+def wire_bot(
+    settings: OneBotSettings,
+    hub: OneBotHub,
+    *,
+    db: Database,
+    tickets: TicketService,
+    identities: QQIdentityService,
+) -> BotWiring:
+    """Events with an id go through the database inbox; the helpdesk's jobs and notifications
+    join the worker."""
+    hub.dedupe = InboxStore(db)
+    helpdesk = QQHelpdesk(settings, tickets=tickets, identities=identities)
+    return BotWiring(hub, helpdesk, bot_job_handlers(helpdesk, hub, tickets), [helpdesk.notify])

@@ -15,6 +15,7 @@ from app.onebot.hub import OneBotHub
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
+from app.services.qq_identity import QQIdentityService
 from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.webhook import WebhookService
@@ -38,3 +39,4 @@ class AppContext:
     realtime: RealtimeService
     attachments: AttachmentService
     onebot: OneBotHub
+    qq_identities: QQIdentityService

@@ -222,6 +222,23 @@ class JobNotRetryable(Conflict):
     code = "job_not_retryable"
 
 
+class QQBindingCodeInvalid(AppError):
+    """A QQ binding code (`/绑定 <code>`) that is wrong, expired or already used."""
+
+    status, code = 400, "qq_binding_code_invalid"
+
+
+class QQBindingRateLimited(TooManyRequests):
+    """Too many wrong binding codes from this QQ account, or from everyone (a guessed code would
+    bind a stranger's QQ account); `retry_after` is in seconds."""
+
+    code = "qq_binding_rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = max(1, retry_after)
+
+
 class PayloadTooLarge(AppError):
     """An upload over its limit (the body-limit middleware answers the same for whole bodies)."""
 

@@ -67,6 +67,14 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "job_not_retryable": ("只有失败或已放弃的任务可以重试", "Only failed or dead jobs can be retried"),
     "not_ready": ("服务尚未就绪", "The service is not ready"),
     "invalid_cursor": ("分页游标无效", "The pagination cursor is invalid"),
+    "qq_binding_code_invalid": (
+        "绑定码无效、已过期或已被使用，请重新获取",
+        "The binding code is wrong, expired or already used; get a new one",
+    ),
+    "qq_binding_rate_limited": (
+        "绑定尝试过于频繁，请稍后再试",
+        "Too many binding attempts; try again later",
+    ),
 }
 
 # Field-level problems in 422 responses: code -> (zh, en); {limit} is filled in where known.

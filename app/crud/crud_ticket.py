@@ -63,6 +63,24 @@ async def get_readable(session: AsyncSession, ticket_id: int, user: User) -> Tic
     return ticket
 
 
+async def get_readable_by_number(session: AsyncSession, number: str, user: User) -> Ticket:
+    """By its number (what people type in QQ); 404 alike for missing and hidden."""
+    stmt = readable_by(user).where(Ticket.number == number).options(*TICKET_LOADS)
+    ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
+    if ticket is None:
+        raise TicketNotFound
+    return ticket
+
+
+async def open_for(session: AsyncSession, user: User, *, limit: int) -> list[Ticket]:
+    """A customer's open tickets, or the ones assigned to an agent; most recent first."""
+    stmt = readable_by(user).where(Ticket.status != TicketStatus.closed)
+    if user.role != Role.customer:
+        stmt = stmt.where(Ticket.assignee_id == user.id)
+    stmt = stmt.order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars().all())
+
+
 async def reload(session: AsyncSession, ticket_id: int) -> Ticket:
     """The ticket with everything TicketRead needs, fresh from the database."""
     stmt = select(Ticket).where(Ticket.id == ticket_id).options(*TICKET_LOADS).execution_options(populate_existing=True)

@@ -3,10 +3,11 @@ re-reads its rows and does nothing when its work is already done."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.crud import crud_ticket, crud_webhook
@@ -31,11 +32,21 @@ FINISHED_JOBS_KEPT = timedelta(days=7)
 REVOKED_SESSIONS_KEPT = timedelta(days=30)
 
 
+# Called with every timeline event inside the dispatch job's transaction (the QQ helpdesk's
+# notifications); whatever it queues commits with the dispatch.
+EventListener = Callable[[AsyncSession, TicketEvent], Awaitable[None]]
+
+
 def periodic_jobs() -> list[Periodic]:
     return [Periodic(AUTO_CLOSE, every_seconds=600), Periodic(PURGE, every_seconds=3600)]
 
 
-def build_handlers(settings: Settings, tickets: TicketService, webhooks: WebhookService) -> dict[str, Handler]:
+def build_handlers(
+    settings: Settings,
+    tickets: TicketService,
+    webhooks: WebhookService,
+    listeners: Sequence[EventListener] = (),
+) -> dict[str, Handler]:
     async def auto_close(run: JobRun) -> None:
         days = settings.tickets.auto_close_days
         if days <= 0:
@@ -79,6 +90,8 @@ def build_handlers(settings: Settings, tickets: TicketService, webhooks: Webhook
                         max_attempts=settings.webhooks.max_attempts,
                         idempotency_key=delivery_key(webhook.id, event.id),
                     )
+            for listener in listeners:
+                await listener(session, event)
 
     async def deliver_webhook(run: JobRun) -> None:
         async with run.db.transaction(write=False) as session:
@@ -120,9 +133,12 @@ def build_worker(
     *,
     handles_unrouted: bool = True,
     routing_keys: Callable[[], Iterable[str]] = frozenset,
+    extra_handlers: dict[str, Handler] | None = None,
+    listeners: Sequence[EventListener] = (),
 ) -> Worker:
     """`handles_unrouted=False` makes a routed-only worker: it claims just the jobs of the bots
-    this process holds (`routing_keys`), which is what `helpdesk serve --no-worker` runs."""
+    this process holds (`routing_keys`), which is what `helpdesk serve --no-worker` runs.
+    `extra_handlers` and `listeners` are the QQ helpdesk's jobs and notifications."""
     options = WorkerOptions(
         concurrency=settings.worker.concurrency,
         lease_seconds=settings.worker.lease_seconds,
@@ -130,6 +146,7 @@ def build_worker(
         handles_unrouted=handles_unrouted,
         periodic=periodic_jobs() if handles_unrouted else [],
     )
-    worker = Worker(db, build_handlers(settings, tickets, webhooks), options, routing_keys=routing_keys)
+    handlers = build_handlers(settings, tickets, webhooks, listeners) | (extra_handlers or {})
+    worker = Worker(db, handlers, options, routing_keys=routing_keys)
     db.commit_hooks.append(worker.wake)
     return worker

@@ -7,6 +7,7 @@ from app.models.canned_response import CannedResponse
 from app.models.category import Category
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
+from app.models.qq import InboxStatus, QQBindingCode, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.realtime_token import RealtimeToken
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team, team_members
@@ -35,10 +36,15 @@ __all__ = [
     "ExternalIdentity",
     "IdempotencyRecord",
     "IdentityProvider",
+    "InboxStatus",
     "Job",
     "JobStatus",
     "Message",
     "Priority",
+    "QQBindingCode",
+    "QQInboxEvent",
+    "QQSentMessage",
+    "QQTicketOrigin",
     "Rating",
     "RealtimeToken",
     "RefreshToken",

@@ -88,6 +88,7 @@ class OneBotHub:
         self._buckets: dict[int, TokenBucket] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._attach_listeners: list[Callable[[Connection], None]] = []
 
     # --- what applications use --------------------------------------------------------------
 
@@ -101,6 +102,11 @@ class OneBotHub:
             return self.events.subscribe(pattern, handler, **options)  # type: ignore[arg-type]
 
         return register
+
+    def on_attach(self, listener: Callable[[Connection], None]) -> None:
+        """Call `listener` whenever a bot's connection is registered (e.g. to wake a job worker
+        holding messages for that bot)."""
+        self._attach_listeners.append(listener)
 
     def routes(self) -> list[BaseRoute]:
         """The inbound endpoints, to add to a Starlette/FastAPI app."""
@@ -161,6 +167,11 @@ class OneBotHub:
             self.metrics.inc("replaced", connection.self_id or "")
             log.info("onebot %r replaced by %r", replaced, connection)
             self._drop(replaced, "replaced by a new connection")
+        for listener in self._attach_listeners:
+            try:
+                listener(connection)
+            except Exception:
+                log.exception("onebot attach listener %r failed", listener)
 
     def detach(self, connection: Connection, reason: str = "connection closed") -> None:
         """The link is gone: fail its pending calls now and forget it (if not replaced)."""

@@ -385,6 +385,25 @@ class TicketService:
         self._touch(ticket, now)
         return await self._save(session, ticket)
 
+    # --- requester ------------------------------------------------------------------------
+
+    async def change_requester(
+        self, session: AsyncSession, ticket: Ticket, *, requester: User, actor: User | None
+    ) -> None:
+        """Hands the ticket to another requester (a QQ account's tickets follow it to the web
+        account it binds to). Users see this change: the ticket enters the new requester's list
+        and `requester` in its body changes; so, like `update`, it is a public `ticket.updated`
+        (`{"requester_id": [old, new]}`, one of API.md's event names) and bumps version and
+        updated_at, which also lets clients that sync with `updated_after=` pick it up."""
+        if ticket.requester_id == requester.id:
+            return
+        previous = ticket.requester_id
+        ticket.requester_id = requester.id
+        self._touch(ticket, utcnow())
+        # After the change: the realtime frame is addressed to the new requester.
+        await self._record(session, ticket, "ticket.updated", actor, data={"requester_id": [previous, requester.id]})
+        await self._save(session, ticket)  # reloads `ticket` in place, `requester` included
+
     # --- watchers -------------------------------------------------------------------------
 
     async def watch(self, session: AsyncSession, ticket: Ticket, *, actor: User, watching: bool) -> None:
@@ -394,6 +413,15 @@ class TicketService:
             await crud_ticket.add_watcher(session, ticket.id, actor.id)
         else:
             await crud_ticket.remove_watcher(session, ticket.id, actor.id)
+
+    async def record_notification_failure(
+        self, session: AsyncSession, ticket: Ticket, *, channel: str, recipient: str, reason: str
+    ) -> None:
+        """A notification that can never be delivered (a QQ user who is not the bot's friend,
+        with no group to reach them in): shown to agents on the timeline, as an internal
+        `ticket.updated` (API.md fixes the event names). Bookkeeping: `version` stays."""
+        data = {"delivery": {"channel": channel, "recipient": recipient, "status": "undeliverable", "reason": reason}}
+        await self._record(session, ticket, "ticket.updated", None, internal=True, data=data)
 
     # --- shared steps ---------------------------------------------------------------------
 

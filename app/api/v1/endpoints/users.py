@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.api.v1.dependencies import AdminUser, Context, CurrentPrincipal, CurrentUser, PageDep, SessionDep, StaffUser
 from app.core.errors import (
     Forbidden,
     LastAdmin,
+    NotAuthenticated,
     UsernameTaken,
     UserNotFound,
     WrongPassword,
     problem_responses,
+    request_language,
 )
 from app.core.pagination import after_id, id_page
 from app.crud import crud_user
 from app.models.user import Role, User
 from app.schemas.common import Page
+from app.schemas.qq import QQBindingCodeRead
 from app.schemas.user import MeUpdate, UserBrief, UserCreate, UserMe, UserRead, UserUpdate
+from app.services.qq_identity import QQIdentityService
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -32,6 +36,36 @@ async def read_me(user: CurrentUser) -> User:
 @router.patch("/me", response_model=UserMe, responses=problem_responses(WrongPassword))
 async def update_me(body: MeUpdate, principal: CurrentPrincipal, ctx: Context, session: SessionDep) -> User:
     return await ctx.users.update_me(session, principal.user, body, session_id=principal.session_id)
+
+
+def get_qq_identity(ctx: Context) -> QQIdentityService:
+    return ctx.qq_identities
+
+
+QQIdentity = Annotated[QQIdentityService, Depends(get_qq_identity)]
+
+
+@router.post(
+    "/me/qq-binding",
+    response_model=QQBindingCodeRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(NotAuthenticated),
+)
+async def create_qq_binding_code(
+    request: Request, response: Response, user: CurrentUser, qq: QQIdentity, session: SessionDep
+) -> QQBindingCodeRead:
+    """A one-time code (10 minutes) for `/绑定 <code>` in a private chat with the QQ bot; earlier
+    codes stop working. Binding replaces a QQ account bound before."""
+    code, expires_at = await qq.issue_code(session, user)
+    response.headers["Cache-Control"] = "no-store"  # the code is a bearer secret
+    return QQBindingCodeRead.of(code, expires_at, lang=request_language(request))
+
+
+@router.delete("/me/qq-binding", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(NotAuthenticated))
+async def delete_qq_binding(user: CurrentUser, qq: QQIdentity, session: SessionDep) -> Response:
+    """Unlinks the QQ account; 204 also when none was bound (a retried DELETE succeeds)."""
+    await qq.unbind(session, user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

@@ -1,0 +1,114 @@
+"""The QQ helpdesk's jobs: handle an inbox event, send a message, call an action.
+
+Sends are routed (`onebot:<self_id>`): only a process holding that bot's connection claims
+them, so while the bot is offline they wait, and go out when it is back. A send that failed in
+a way that may still have reached QQ (the connection dropped before the answer, a timeout) is
+retried, and the possible repeat is counted: delivery is at-least-once, never a silent loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.bot.inbox import QQ_EVENT
+from app.bot.outbox import QQ_ACTION, QQ_SEND
+from app.bot.service import QQHelpdesk
+from app.crud import crud_qq, crud_ticket
+from app.db.base import utcnow
+from app.jobs.worker import Handler, JobRun, PermanentJobError
+from app.models.qq import InboxStatus
+from app.onebot.errors import ActionFailed, ActionTimeout, ConnectionLost, NotConnected
+from app.onebot.events import parse_event
+from app.onebot.hub import OneBotHub
+from app.onebot.message import Message, MessageSegment
+from app.services.ticket import TicketService
+
+log = logging.getLogger(__name__)
+
+
+def bot_job_handlers(helpdesk: QQHelpdesk, hub: OneBotHub, tickets: TicketService) -> dict[str, Handler]:
+    async def handle_event(run: JobRun) -> None:
+        async with run.db.transaction() as session:
+            row = await crud_qq.get_inbox(session, run.payload["inbox_id"])
+            if row is None or row.status != InboxStatus.pending:
+                return  # done by an earlier run whose acknowledgement was lost
+            await helpdesk.handle(session, parse_event(row.payload), inbox_id=row.id)
+            row.status, row.processed_at = InboxStatus.done, utcnow()
+
+    async def send(run: JobRun) -> None:
+        payload = run.payload
+        bot = hub.bot(payload["self_id"])
+        message = Message.parse(payload["message"])
+        group_id = payload.get("group_id")
+        try:
+            if group_id is not None:
+                message_id = await _send_group(bot, group_id, message)
+            else:
+                message_id = await _send_private(bot, payload, message)
+        except (ConnectionLost, ActionTimeout) as exc:
+            hub.metrics.inc("sends_maybe_repeated", payload["self_id"])
+            log.warning("QQ send %s may have reached QQ before failing (%s); retrying", run.id, exc)
+            raise
+        except NotConnected:
+            raise  # the bot went offline after this process claimed the job: retried later
+        except _Undeliverable as exc:
+            await _mark_undeliverable(run, tickets, payload, str(exc))
+            raise PermanentJobError(f"undeliverable: {exc}") from None
+        if payload.get("ticket_id") is not None and message_id is not None:
+            async with run.db.transaction() as session:
+                await crud_qq.record_sent(
+                    session,
+                    self_id=payload["self_id"],
+                    message_id=str(message_id),
+                    ticket_id=payload["ticket_id"],
+                    group_id=group_id if group_id is not None else payload.get("fallback_group_id"),
+                )
+
+    async def call(run: JobRun) -> None:
+        payload = run.payload
+        try:
+            await hub.bot(payload["self_id"]).call(payload["action"], **payload["params"])
+        except ActionFailed as exc:
+            raise PermanentJobError(str(exc)) from None
+
+    return {QQ_EVENT: handle_event, QQ_SEND: send, QQ_ACTION: call}
+
+
+class _Undeliverable(Exception):
+    pass
+
+
+async def _send_group(bot: Any, group_id: int, message: Message) -> Any:
+    try:
+        return await bot.send_group_msg(group_id, message)
+    except ActionFailed as refused:  # not in that group any more, muted...
+        raise _Undeliverable(refused.wording or f"retcode {refused.retcode}") from None
+
+
+async def _send_private(bot: Any, payload: dict[str, Any], message: Message) -> Any:
+    """A private message; refused (NapCat and LLOneBot refuse non-friends), an @ in the group
+    the ticket came from; with no such group, undeliverable."""
+    try:
+        return await bot.send_private_msg(payload["user_id"], message)
+    except ActionFailed as refused:
+        fallback = payload.get("fallback_group_id")
+        if fallback is None:
+            raise _Undeliverable(refused.wording or f"retcode {refused.retcode}") from None
+        in_group = Message([MessageSegment.at(payload["user_id"]), MessageSegment.text(" "), *message])
+        try:
+            return await bot.send_group_msg(fallback, in_group)
+        except ActionFailed as also_refused:
+            raise _Undeliverable(also_refused.wording or f"retcode {also_refused.retcode}") from None
+
+
+async def _mark_undeliverable(run: JobRun, tickets: TicketService, payload: dict[str, Any], reason: str) -> None:
+    """Visible to agents on the ticket, and never retried forever."""
+    ticket_id = payload.get("ticket_id")
+    log.warning("QQ message to %s undeliverable: %s", payload.get("user_id"), reason)
+    if ticket_id is None:
+        return
+    async with run.db.transaction() as session:
+        ticket = await crud_ticket.reload(session, ticket_id)
+        recipient = str(payload.get("user_id") or payload.get("group_id"))
+        await tickets.record_notification_failure(session, ticket, channel="qq", recipient=recipient, reason=reason)
