@@ -76,12 +76,15 @@ async def _run_worker(*, once: bool) -> None:
     import httpx
     from redis.asyncio import Redis
 
+    from app.bot.hub import build_hub, wire_bot
     from app.core.config import load_settings
     from app.core.logging import configure_logging
+    from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from app.db import migrate as migrations
     from app.db.session import Database
     from app.jobs.handlers import build_worker
     from app.jobs.wake import RedisJobSignal
+    from app.services.qq_identity import QQIdentityService
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
 
@@ -91,8 +94,20 @@ async def _run_worker(*, once: bool) -> None:
     db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     http = httpx.AsyncClient()
     tickets = TicketService(settings.tickets, timezone=settings.tz)
-    worker = build_worker(settings, db, tickets, WebhookService(settings.webhooks, http))
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    # This process holds no bot: it handles QQ events and notifications; the sends are routed
+    # to the API processes that hold the bots' connections.
+    identities = QQIdentityService(settings.signing_key(), limiter=limiter)
+    bot = wire_bot(settings.onebot, build_hub(settings.onebot), db=db, tickets=tickets, identities=identities)
+    worker = build_worker(
+        settings,
+        db,
+        tickets,
+        WebhookService(settings.webhooks, http),
+        extra_handlers=bot.handlers,
+        listeners=bot.listeners,
+    )
     signal_ = RedisJobSignal(redis) if redis is not None else None
     listener = None
     try:

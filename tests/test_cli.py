@@ -120,3 +120,39 @@ def test_create_admin_error_does_not_echo_the_rejected_password(runner, env):
 
     assert result.exit_code == 2
     assert "hunter2" not in result.output
+
+
+def test_a_separate_worker_handles_qq_events_and_leaves_the_sends_to_the_bots_holder(runner, env):
+    import asyncio
+
+    from app.bot.inbox import InboxStore
+    from app.db.session import Database
+    from app.onebot.events import parse_event
+
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    event = parse_event(
+        {
+            "time": 1732435200,
+            "self_id": 10001,
+            "post_type": "message",
+            "message_type": "private",
+            "message_id": 77,
+            "user_id": 42,
+            "message": "/帮助",
+        }
+    )
+
+    async def receive() -> None:
+        db = Database(env["HELPDESK_DATABASE_URL"])
+        try:
+            assert await InboxStore(db).first_seen(event.dedupe_key, event)
+        finally:
+            await db.dispose()
+
+    asyncio.run(receive())
+    result = runner.invoke(cli, ["worker", "--once"], env=env)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(env["HELPDESK_DATABASE_URL"].split("///", 1)[1]) as conn:
+        jobs = dict(conn.execute("SELECT kind, status || ' ' || COALESCE(routing_key, '-') FROM jobs").fetchall())
+    assert jobs["qq.event"] == "done -"
+    assert jobs["qq.send"] == "pending onebot:10001"  # the help text waits for the bot's holder
