@@ -1,0 +1,96 @@
+"""The bot's answers in QQ: refusals, injection-safe echoes, binding, friends, the agent group."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.models.ticket import Message, Ticket
+from app.models.user import Role
+from tests.conftest import create_user
+from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, BOT, CUSTOMER_QQ, STRANGER_QQ, qq_rig
+from tests.test_bot.test_story import bind_qq, ticket_number
+
+
+async def test_an_unbound_member_of_the_agent_group_is_refused_politely(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        await rig.say(CUSTOMER_QQ, "/报修 打印机卡纸")
+        number = ticket_number(await rig.sent_to(CUSTOMER_QQ, "已收到报修"))
+        await rig.say_in_group(AGENT_GROUP, STRANGER_QQ, f"/认领 {number}")
+        refusal = await rig.sent_to_group(AGENT_GROUP, "仅限已绑定的坐席")
+        assert refusal["segments"][0] == {"type": "at", "data": {"qq": str(STRANGER_QQ)}}
+        async with rig.app.state.ctx.db.transaction(write=False) as session:
+            assignee = (await session.execute(select(Ticket.assignee_id))).scalar_one()
+        assert assignee is None
+
+
+async def test_cq_codes_typed_by_a_customer_go_back_as_literal_text(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        await rig.say(CUSTOMER_QQ, "/报修 [CQ:at,qq=all] 全体注意")
+        created = await rig.sent_to(CUSTOMER_QQ, "已收到报修")
+    assert "[CQ:at,qq=all] 全体注意" in created["text"]
+    assert all(segment["type"] == "text" for segment in created["segments"])
+
+
+async def test_a_wrong_binding_code_is_refused_and_attempts_are_limited(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        for attempt in range(6):
+            await rig.say(CUSTOMER_QQ, f"/绑定 WRONGCD{attempt}", message_id=1000 + attempt)
+        await rig.impl.changed.wait_for(lambda: len(rig.impl.sent) >= 6, 10)
+        answers = [s["text"] for s in rig.impl.sent]
+    assert all("绑定成功" not in answer for answer in answers)
+    assert len(set(answers)) == 2, answers  # five "wrong code", then "too many attempts"
+
+
+async def test_a_bound_agent_quote_reply_in_the_agent_group_is_an_internal_note(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        agent_id = await create_user(rig.app, "agent1", Role.agent)
+        await bind_qq(rig, agent_id, AGENT_QQ)
+        await rig.say(CUSTOMER_QQ, "/报修 网络断了")
+        number = ticket_number(await rig.sent_to(CUSTOMER_QQ, "已收到报修"))
+        posted = await rig.sent_to_group(AGENT_GROUP, number)
+        quote = [
+            {"type": "reply", "data": {"id": str(posted["message_id"])}},
+            {"type": "text", "data": {"text": "这个我来看，像是交换机的问题"}},
+        ]
+        await rig.say_in_group(AGENT_GROUP, AGENT_QQ, quote)
+        await rig.sent_to_group(AGENT_GROUP, "内部备注")
+        async with rig.app.state.ctx.db.transaction(write=False) as session:
+            note = (await session.execute(select(Message).where(Message.body.contains("交换机")))).scalar_one()
+        assert note.internal
+        assert not [s for s in rig.impl.sent if s["user_id"] == CUSTOMER_QQ and "交换机" in s["text"]]
+
+
+async def test_friend_requests_are_approved(settings: Settings, admin_engine: AsyncEngine) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        await rig.impl.emit(rig.impl.friend_request(STRANGER_QQ, comment="想报修"))
+        call = await rig.impl.wait_for_call("set_friend_add_request")
+    assert call["params"]["approve"] is True
+    assert STRANGER_QQ in rig.impl.friends
+
+
+async def test_english_aliases_get_english_answers(settings: Settings, admin_engine: AsyncEngine) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        await rig.say(CUSTOMER_QQ, "/new Printer jammed")
+        created = await rig.sent_where(lambda s: s["user_id"] == CUSTOMER_QQ)
+    assert "Ticket number" in created["text"]
+
+
+async def test_the_bots_own_messages_are_ignored(settings: Settings, admin_engine: AsyncEngine) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        await rig.impl.emit(rig.impl.private_message(BOT, "/报修 我自己"))
+        await rig.impl.emit(rig.impl.message_sent("/报修 也是我自己", user_id=CUSTOMER_QQ))
+        await rig.say(CUSTOMER_QQ, "/帮助")
+        await rig.sent_to(CUSTOMER_QQ, "可用命令")
+        async with rig.app.state.ctx.db.transaction(write=False) as session:
+            tickets = (await session.execute(select(Ticket.id))).all()
+    assert tickets == []
