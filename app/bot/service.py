@@ -64,6 +64,7 @@ class QQHelpdesk:
         self.tickets = tickets
         self.identities = identities
         self.agent_groups = frozenset(settings.agent_groups)
+        self.ignored_users = frozenset(settings.ignored_users)
 
     # --- inbound ----------------------------------------------------------------------------
 
@@ -71,13 +72,17 @@ class QQHelpdesk:
         key = f"in:{inbox_id}"
         if isinstance(event, FriendRequestEvent):
             await self._friend_request(session, event, key)
-        elif isinstance(event, MessageEvent) and event.user_id != event.self_id:
+        elif isinstance(event, MessageEvent) and not self._from_a_bot(event):
             group_id = event.group_id if isinstance(event, GroupMessageEvent) else None
             chat = Chat(event.self_id, event.user_id, group_id, key)
             if group_id is not None and group_id in self.agent_groups:
                 await self._agent_group_message(session, event, chat)
             elif group_id is None or await self._addressed_to_bot(session, event):
                 await self._customer_message(session, event, chat)
+
+    def _from_a_bot(self, event: MessageEvent) -> bool:
+        """Our own account (some implementations report it as a message) or another bot."""
+        return event.user_id == event.self_id or event.user_id in self.ignored_users
 
     async def _friend_request(self, session: AsyncSession, event: FriendRequestEvent, key: str) -> None:
         if self.settings.auto_approve_friends:

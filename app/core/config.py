@@ -135,6 +135,9 @@ class OneBotSettings(BaseModel):
     # The bot that posts to agent groups and notifies requesters of tickets not opened from QQ.
     bot_id: int | None = None
     auto_approve_friends: bool = True
+    # Other bots in the same groups (QQ numbers): their messages are ignored, so two bots never
+    # answer each other in a loop.
+    ignored_users: list[int] = Field(default_factory=list)
     # QQ drops over-long messages: longer texts go out in parts of at most this many characters.
     message_max_chars: int = Field(default=1500, ge=100)
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

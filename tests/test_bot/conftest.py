@@ -85,6 +85,7 @@ async def qq_rig(
     mode: Mode = "reverse",
     quirks: Quirks | None = None,
     friends: set[int] | None = None,
+    **onebot: Any,
 ) -> AsyncIterator[QQRig]:
     """The app with its worker, and the simulated bot connected in `mode`."""
     await empty_tables(engine)
@@ -95,7 +96,7 @@ async def qq_rig(
     )
     async with forward_ws_server(impl) as server:
         forward = [server.url] if mode == "forward" else []
-        app = create_app(qq_settings(settings, forward_urls=forward))
+        app = create_app(qq_settings(settings, forward_urls=forward, **onebot))
         async with app.router.lifespan_context(app), serving(app) as base_url:
             rig = QQRig(app, impl, base_url)
             client = None

@@ -12,6 +12,8 @@ from tests.conftest import create_user
 from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, BOT, CUSTOMER_QQ, STRANGER_QQ, qq_rig
 from tests.test_bot.test_story import bind_qq, ticket_number
 
+OTHER_BOT = 2854196310
+
 
 async def test_an_unbound_member_of_the_agent_group_is_refused_politely(
     settings: Settings, admin_engine: AsyncEngine
@@ -85,9 +87,10 @@ async def test_english_aliases_get_english_answers(settings: Settings, admin_eng
     assert "Ticket number" in created["text"]
 
 
-async def test_the_bots_own_messages_are_ignored(settings: Settings, admin_engine: AsyncEngine) -> None:
-    async with qq_rig(settings, admin_engine) as rig:
+async def test_the_bots_own_messages_and_other_bots_are_ignored(settings: Settings, admin_engine: AsyncEngine) -> None:
+    async with qq_rig(settings, admin_engine, ignored_users=[OTHER_BOT]) as rig:
         await rig.impl.emit(rig.impl.private_message(BOT, "/报修 我自己"))
+        await rig.impl.emit(rig.impl.private_message(OTHER_BOT, "/报修 另一个机器人"))
         await rig.impl.emit(rig.impl.message_sent("/报修 也是我自己", user_id=CUSTOMER_QQ))
         await rig.say(CUSTOMER_QQ, "/帮助")
         await rig.sent_to(CUSTOMER_QQ, "可用命令")
