@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.v1.router import api_router
+from app.bot.election import ForwardElection
 from app.bot.hub import build_hub, wire_bot
 from app.core.config import Settings, load_settings
 from app.core.context import AppContext
@@ -164,6 +165,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ctx = ctx
     background: list[asyncio.Task[None]] = []
     worker = None
+    election: ForwardElection | None = None
     try:
         await _bootstrap_admin(ctx)
         bot = wire_bot(settings.onebot, ctx.onebot, db=db, tickets=ctx.tickets, identities=ctx.qq_identities)
@@ -180,7 +182,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             listeners=bot.listeners,
         )
         ctx.onebot.on_attach(lambda _connection: worker.wake())  # a bot is back: its messages can go
-        await ctx.onebot.start()
+        await ctx.onebot.start(connect_forward=False)
+        election = ForwardElection(db, ctx.onebot, settings.onebot.forward_urls)
+        election.start()  # one process per forward URL
         background.append(asyncio.create_task(worker.run_forever(), name="job-worker"))
         if job_signal is not None:
             background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))
@@ -188,6 +192,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if worker is not None:
             await worker.stop()
+        if election is not None:
+            await election.stop()
         await ctx.onebot.close()
         for task in background:
             task.cancel()

@@ -124,17 +124,28 @@ class OneBotHub:
             Route(HTTP_POST_PATH, http_post, methods=["POST"], name="onebot_http_post"),
         ]
 
-    async def start(self) -> None:
-        from app.onebot.transports.forward_ws import ForwardWsClient
+    async def start(self, *, connect_forward: bool = True) -> None:
+        """Register the HTTP API bases and connect the forward URLs (unless an application
+        elects who connects them: see `connect_forward`)."""
         from app.onebot.transports.http_api import HttpApiConnection
 
         if self._http is None:
             self._http = httpx.AsyncClient(follow_redirects=False)
         for self_id, base_url in self.config.http_api_urls.items():
             self.attach(HttpApiConnection(self._http, base_url, self_id=self_id, token=self.config.access_token))
-        for url in self.config.forward_urls:
-            client = ForwardWsClient(self, url)
-            self._tasks.append(asyncio.create_task(client.run_forever(), name=f"onebot-forward:{url}"))
+        if connect_forward:
+            for url in self.config.forward_urls:
+                self.connect_forward(url)
+
+    def connect_forward(self, url: str) -> asyncio.Task[None]:
+        """Keep a forward WebSocket to `url` connected until the task is cancelled (or the hub
+        closes); cancelling it closes the link and fails its pending calls."""
+        from app.onebot.transports.forward_ws import ForwardWsClient
+
+        task = asyncio.create_task(ForwardWsClient(self, url).run_forever(), name=f"onebot-forward:{url}")
+        self._tasks.append(task)
+        task.add_done_callback(lambda done: self._tasks.remove(done) if done in self._tasks else None)
+        return task
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +58,22 @@ class QQRig:
 
     async def sent_to_group(self, group_id: int, containing: str, *, within: float = 10.0) -> dict[str, Any]:
         return await self.sent_where(lambda s: s["group_id"] == group_id and containing in s["text"], within=within)
+
+
+async def remembered(rig: QQRig, sent: dict[str, Any]) -> None:
+    """Until the app has recorded this sent message (it does so right after the send returns):
+    a quote-reply to it is only understood from then on."""
+    from sqlalchemy import select
+
+    from app.models.qq import QQSentMessage
+
+    query = select(QQSentMessage.id).where(QQSentMessage.message_id == str(sent["message_id"]))
+    async with asyncio.timeout(10):
+        while True:
+            async with rig.app.state.ctx.db.transaction(write=False) as session:
+                if (await session.execute(query)).first() is not None:
+                    return
+            await asyncio.sleep(0.02)  # the app has no signal for it
 
 
 def qq_settings(settings: Settings, **onebot: Any) -> Settings:

@@ -9,7 +9,7 @@ from app.core.config import Settings
 from app.models.ticket import Message, Ticket
 from app.models.user import Role
 from tests.conftest import create_user
-from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, BOT, CUSTOMER_QQ, STRANGER_QQ, qq_rig
+from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, BOT, CUSTOMER_QQ, STRANGER_QQ, qq_rig, remembered
 from tests.test_bot.test_story import bind_qq, ticket_number
 
 OTHER_BOT = 2854196310
@@ -60,6 +60,7 @@ async def test_a_bound_agent_quote_reply_in_the_agent_group_is_an_internal_note(
         await rig.say(CUSTOMER_QQ, "/报修 网络断了")
         number = ticket_number(await rig.sent_to(CUSTOMER_QQ, "已收到报修"))
         posted = await rig.sent_to_group(AGENT_GROUP, number)
+        await remembered(rig, posted)
         quote = [
             {"type": "reply", "data": {"id": str(posted["message_id"])}},
             {"type": "text", "data": {"text": "这个我来看，像是交换机的问题"}},

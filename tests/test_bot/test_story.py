@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.models.user import Role, User
 from tests.conftest import create_user, login, make_client
 from tests.onebot_sim import Quirks
-from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, CUSTOMER_QQ, Mode, QQRig, qq_rig
+from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, CUSTOMER_QQ, Mode, QQRig, qq_rig, remembered
 
 
 async def bind_qq(rig: QQRig, user_id: int, qq: int) -> None:
@@ -61,6 +61,7 @@ async def test_a_ticket_from_qq_to_rating(
         await rig.sent_to_group(AGENT_GROUP, "认领")
         await rig.say_in_group(AGENT_GROUP, AGENT_QQ, f"/回复 {number} 请打开后盖取出卡住的纸")
         from_qq = await rig.sent_to(CUSTOMER_QQ, "请打开后盖取出卡住的纸")
+        await remembered(rig, from_qq)
 
         # Another agent answers from the web; the customer gets that too.
         async with make_client(app) as client:
