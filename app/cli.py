@@ -84,7 +84,9 @@ async def _run_worker(*, once: bool) -> None:
     from app.db.session import Database
     from app.jobs.handlers import build_worker
     from app.jobs.wake import RedisJobSignal
+    from app.services.attachment import AttachmentLinks, AttachmentService
     from app.services.qq_identity import QQIdentityService
+    from app.services.storage import LocalStorage
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
 
@@ -99,7 +101,19 @@ async def _run_worker(*, once: bool) -> None:
     # This process holds no bot: it handles QQ events and notifications; the sends are routed
     # to the API processes that hold the bots' connections.
     identities = QQIdentityService(settings.signing_key(), limiter=limiter)
-    bot = wire_bot(settings.onebot, build_hub(settings.onebot), db=db, tickets=tickets, identities=identities)
+    links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
+    attachments = AttachmentService(
+        settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
+    )
+    bot = wire_bot(
+        settings.onebot,
+        build_hub(settings.onebot),
+        db=db,
+        tickets=tickets,
+        identities=identities,
+        attachments=attachments,
+        http=http,
+    )
     worker = build_worker(
         settings,
         db,

@@ -168,7 +168,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     election: ForwardElection | None = None
     try:
         await _bootstrap_admin(ctx)
-        bot = wire_bot(settings.onebot, ctx.onebot, db=db, tickets=ctx.tickets, identities=ctx.qq_identities)
+        bot = wire_bot(
+            settings.onebot,
+            ctx.onebot,
+            db=db,
+            tickets=ctx.tickets,
+            identities=ctx.qq_identities,
+            attachments=ctx.attachments,
+            http=http,
+        )
         # Always a worker: with --no-worker it takes only the jobs routed to the bots this
         # process holds (QQ sends), so those are never stranded.
         worker = build_worker(

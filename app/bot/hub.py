@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httpx
+
 from app.bot.inbox import InboxStore
 from app.bot.jobs import bot_job_handlers
 from app.bot.outbox import routing_key
@@ -14,6 +16,7 @@ from app.db.session import Database
 from app.jobs.handlers import EventListener
 from app.jobs.worker import Handler
 from app.onebot.hub import OneBotConfig, OneBotHub
+from app.services.attachment import AttachmentService
 from app.services.qq_identity import QQIdentityService
 from app.services.ticket import TicketService
 
@@ -58,9 +61,12 @@ def wire_bot(
     db: Database,
     tickets: TicketService,
     identities: QQIdentityService,
+    attachments: AttachmentService,
+    http: httpx.AsyncClient,
 ) -> BotWiring:
     """Events with an id go through the database inbox; the helpdesk's jobs and notifications
     join the worker."""
     hub.dedupe = InboxStore(db)
     helpdesk = QQHelpdesk(settings, tickets=tickets, identities=identities)
-    return BotWiring(hub, helpdesk, bot_job_handlers(helpdesk, hub, tickets), [helpdesk.notify])
+    handlers = bot_job_handlers(settings, helpdesk, hub, tickets=tickets, attachments=attachments, http=http)
+    return BotWiring(hub, helpdesk, handlers, [helpdesk.notify])

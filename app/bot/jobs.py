@@ -11,23 +11,39 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
+
 from app.bot.inbox import QQ_EVENT
+from app.bot.media import DownloadFailed, download
 from app.bot.outbox import QQ_ACTION, QQ_SEND
-from app.bot.service import QQHelpdesk
+from app.bot.service import QQ_FETCH_IMAGE, QQHelpdesk
+from app.core.config import OneBotSettings
+from app.core.errors import AppError
 from app.crud import crud_qq, crud_ticket
 from app.db.base import utcnow
 from app.jobs.worker import Handler, JobRun, PermanentJobError
+from app.models.attachment import Attachment
 from app.models.qq import InboxStatus
+from app.models.user import User
 from app.onebot.errors import ActionFailed, ActionTimeout, ConnectionLost, NotConnected
 from app.onebot.events import parse_event
 from app.onebot.hub import OneBotHub
 from app.onebot.message import Message, MessageSegment
+from app.services.attachment import AttachmentService
 from app.services.ticket import TicketService
 
 log = logging.getLogger(__name__)
 
 
-def bot_job_handlers(helpdesk: QQHelpdesk, hub: OneBotHub, tickets: TicketService) -> dict[str, Handler]:
+def bot_job_handlers(
+    settings: OneBotSettings,
+    helpdesk: QQHelpdesk,
+    hub: OneBotHub,
+    *,
+    tickets: TicketService,
+    attachments: AttachmentService,
+    http: httpx.AsyncClient,
+) -> dict[str, Handler]:
     async def handle_event(run: JobRun) -> None:
         async with run.db.transaction() as session:
             row = await crud_qq.get_inbox(session, run.payload["inbox_id"])
@@ -72,7 +88,33 @@ def bot_job_handlers(helpdesk: QQHelpdesk, hub: OneBotHub, tickets: TicketServic
         except ActionFailed as exc:
             raise PermanentJobError(str(exc)) from None
 
-    return {QQ_EVENT: handle_event, QQ_SEND: send, QQ_ACTION: call}
+    async def fetch_image(run: JobRun) -> None:
+        """Download an image of a QQ ticket and attach it to the ticket's first message."""
+        payload = run.payload
+        try:
+            data = await download(
+                http, payload["url"], max_bytes=settings.image_max_bytes, seconds=settings.image_timeout_seconds
+            )
+        except DownloadFailed as exc:
+            if exc.permanent or run.is_last_attempt:
+                await _note_image_failure(run, tickets, payload, str(exc))
+                raise PermanentJobError(str(exc)) from None
+            raise
+        async with run.db.transaction() as session:
+            uploader = await session.get(User, payload["uploader_id"])
+            if uploader is None:
+                raise PermanentJobError("the uploader is gone")
+            try:
+                async with session.begin_nested():
+                    attachment: Attachment = await attachments.upload(
+                        session, uploader=uploader, filename=payload["name"], data=data
+                    )
+                    attachment.ticket_id, attachment.message_id = payload["ticket_id"], payload["message_id"]
+            except AppError as exc:  # not a type we accept, or over the attachment limit
+                ticket = await crud_ticket.reload(session, payload["ticket_id"])
+                await tickets.record_attachment_failure(session, ticket, name=payload["name"], reason=exc.code)
+
+    return {QQ_EVENT: handle_event, QQ_SEND: send, QQ_ACTION: call, QQ_FETCH_IMAGE: fetch_image}
 
 
 class _Undeliverable(Exception):
@@ -100,6 +142,12 @@ async def _send_private(bot: Any, payload: dict[str, Any], message: Message) -> 
             return await bot.send_group_msg(fallback, in_group)
         except ActionFailed as also_refused:
             raise _Undeliverable(also_refused.wording or f"retcode {also_refused.retcode}") from None
+
+
+async def _note_image_failure(run: JobRun, tickets: TicketService, payload: dict[str, Any], reason: str) -> None:
+    async with run.db.transaction() as session:
+        ticket = await crud_ticket.reload(session, payload["ticket_id"])
+        await tickets.record_attachment_failure(session, ticket, name=payload["name"], reason=reason)
 
 
 async def _mark_undeliverable(run: JobRun, tickets: TicketService, payload: dict[str, Any], reason: str) -> None:

@@ -18,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bot import outbox
 from app.bot.commands import Command, CommandError, parse_command
+from app.bot.media import image_source
 from app.bot.texts import channel_name, priority_name, status_name, text
 from app.core.config import OneBotSettings
 from app.core.errors import AppError
 from app.core.i18n import Lang, error_text
 from app.crud import crud_qq, crud_ticket
+from app.jobs.queue import enqueue
 from app.models.ticket import Channel, Priority, Ticket, TicketEvent, TicketStatus
 from app.models.user import Role, User
 from app.onebot.events import Event, FriendRequestEvent, GroupMessageEvent, MessageEvent
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SHOWN_MESSAGES = 3
 LISTED_TICKETS = 10
+QQ_FETCH_IMAGE = "qq.fetch_image"
+MAX_IMAGES = 9  # what one QQ message can carry
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,30 @@ class QQHelpdesk:
         await crud_qq.set_origin(
             session, ticket_id=ticket.id, self_id=chat.self_id, qq_user_id=chat.user_id, group_id=chat.group_id
         )
+        await self._fetch_images(session, ticket, user, command)
         return text("ticket_created", chat.lang, number=ticket.number, title=ticket.title)
+
+    async def _fetch_images(self, session: AsyncSession, ticket: Ticket, user: User, command: Command) -> None:
+        """Each image becomes an attachment of the first message, downloaded in a job; one
+        without a usable link is noted on the ticket at once."""
+        if not command.images:
+            return
+        first = (await crud_ticket.list_messages(session, ticket.id, include_internal=False))[0]
+        for index, segment in enumerate(command.images[:MAX_IMAGES]):
+            url, name = image_source(segment)
+            if url is None:
+                await self.tickets.record_attachment_failure(session, ticket, name=name, reason="no download link")
+                continue
+            payload = {
+                "ticket_id": ticket.id,
+                "message_id": first.id,
+                "uploader_id": user.id,
+                "url": url,
+                "name": name,
+            }
+            await enqueue(
+                session, QQ_FETCH_IMAGE, payload, idempotency_key=f"qq:image:{ticket.id}:{index}", max_attempts=3
+            )
 
     async def _list(self, session: AsyncSession, user: User, lang: Lang) -> str:
         tickets = await crud_ticket.open_for(session, user, limit=LISTED_TICKETS)

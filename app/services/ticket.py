@@ -423,6 +423,12 @@ class TicketService:
         data = {"delivery": {"channel": channel, "recipient": recipient, "status": "undeliverable", "reason": reason}}
         await self._record(session, ticket, "ticket.updated", None, internal=True, data=data)
 
+    async def record_attachment_failure(self, session: AsyncSession, ticket: Ticket, *, name: str, reason: str) -> None:
+        """An image sent from QQ that could not be fetched: the text stays, agents see why the
+        picture is missing (internal, bookkeeping)."""
+        data = {"attachment": {"name": name, "status": "failed", "reason": reason}}
+        await self._record(session, ticket, "ticket.updated", None, internal=True, data=data)
+
     # --- shared steps ---------------------------------------------------------------------
 
     async def _record(

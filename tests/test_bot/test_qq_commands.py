@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -98,3 +100,48 @@ async def test_the_bots_own_messages_and_other_bots_are_ignored(settings: Settin
         async with rig.app.state.ctx.db.transaction(write=False) as session:
             tickets = (await session.execute(select(Ticket.id))).all()
     assert tickets == []
+
+
+async def test_images_sent_with_a_ticket_become_attachments_and_a_broken_one_is_noted(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from app.models.attachment import Attachment
+    from app.models.ticket import TicketEvent
+    from tests.fakes.server import serving
+    from tests.test_api.test_attachments import PNG
+
+    async def image(request: object) -> Response:
+        return Response(PNG, media_type="image/png")
+
+    cdn = Starlette(routes=[Route("/ab12.png", image)])  # QQ's CDN, as far as the bot can tell
+    async with serving(cdn) as cdn_url, qq_rig(settings, admin_engine) as rig:
+        message = [
+            {"type": "text", "data": {"text": "/报修 显示器花屏\n见截图"}},
+            {"type": "image", "data": {"file": "ab12.png", "url": f"{cdn_url}/ab12.png"}},
+            {"type": "image", "data": {"file": "gone.png", "url": f"{cdn_url}/gone.png"}},
+        ]
+        await rig.say(CUSTOMER_QQ, message)
+        await rig.sent_to(CUSTOMER_QQ, "已收到报修")
+        db = rig.app.state.ctx.db
+
+        async def settled() -> tuple[list[Attachment], list[TicketEvent]]:
+            async with db.transaction(write=False) as session:
+                attachments = list((await session.execute(select(Attachment))).scalars())
+                events = list((await session.execute(select(TicketEvent))).scalars())
+            return attachments, [e for e in events if "attachment" in e.data]
+
+        async with asyncio.timeout(10):
+            while not all(await settled()):  # noqa: ASYNC110  (jobs have no signal to await)
+                await asyncio.sleep(0.05)
+        attachments, failures = await settled()
+        async with db.transaction(write=False) as session:
+            first = (await session.execute(select(Message))).scalars().first()
+    assert first is not None
+    assert first.body == "见截图"  # the text is kept
+    assert [(a.filename, a.size, a.message_id) for a in attachments] == [("ab12.png", len(PNG), first.id)]
+    assert failures[0].internal
+    assert failures[0].data["attachment"]["name"] == "gone.png"
