@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from app.db.session import is_sqlite
 from app.main import create_app
+from app.models.qq import QQInboxEvent
 from app.models.ticket import Ticket
 from app.models.user import Role, User
 from tests.conftest import create_user, login, make_client
@@ -25,6 +30,7 @@ from tests.test_bot.conftest import (
 )
 from tests.test_bot.test_story import ticket_number
 from tests.test_onebot.conftest import wait_until
+from tests.test_realtime.test_fanout import start_api
 
 
 async def open_ticket(rig: QQRig, qq: int = CUSTOMER_QQ, title: str = "打印机卡纸") -> tuple[str, int]:
@@ -169,3 +175,26 @@ async def wait_for_jobs(engine: AsyncEngine) -> None:
                 if not await conn.scalar(query):
                     return
             await asyncio.sleep(0.05)  # the worker has no signal to await
+
+
+async def test_an_event_retried_to_another_api_process_makes_no_second_ticket(
+    settings: Settings, admin_engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    if is_sqlite(database_url):
+        pytest.skip("several API processes share PostgreSQL")
+    async with qq_rig(settings, admin_engine) as rig:
+        event = rig.impl.private_message(CUSTOMER_QQ, "/报修 门禁卡失效", message_id=9002)
+        await rig.impl.emit(event)
+        await rig.sent_to(CUSTOMER_QQ, "已收到报修")
+        process, base = await start_api(database_url, tmp_path / "second")
+        try:
+            async with httpx.AsyncClient(base_url=base) as http:
+                response = await http.post("/onebot/v11/http", json=event)
+        finally:
+            process.terminate()
+            await process.wait()
+        assert response.status_code == 204
+        async with rig.app.state.ctx.db.transaction(write=False) as session:
+            tickets = await session.scalar(select(func.count()).select_from(Ticket))
+            inbox = await session.scalar(select(func.count()).select_from(QQInboxEvent))
+    assert (tickets, inbox) == (1, 1)

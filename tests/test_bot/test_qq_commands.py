@@ -11,7 +11,16 @@ from app.core.config import Settings
 from app.models.ticket import Message, Ticket
 from app.models.user import Role
 from tests.conftest import create_user
-from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, BOT, CUSTOMER_QQ, STRANGER_QQ, qq_rig, remembered
+from tests.test_bot.conftest import (
+    AGENT_GROUP,
+    AGENT_QQ,
+    BOT,
+    CUSTOMER_QQ,
+    OTHER_AGENT_QQ,
+    STRANGER_QQ,
+    qq_rig,
+    remembered,
+)
 from tests.test_bot.test_story import bind_qq, ticket_number
 
 OTHER_BOT = 2854196310
@@ -145,3 +154,40 @@ async def test_images_sent_with_a_ticket_become_attachments_and_a_broken_one_is_
     assert [(a.filename, a.size, a.message_id) for a in attachments] == [("ab12.png", len(PNG), first.id)]
     assert failures[0].internal
     assert failures[0].data["attachment"]["name"] == "gone.png"
+
+
+async def test_agents_assign_note_show_and_close_from_the_agent_group(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        lead = await create_user(rig.app, "lead", Role.agent)
+        helper = await create_user(rig.app, "helper", Role.agent)
+        await bind_qq(rig, lead, AGENT_QQ)
+        await bind_qq(rig, helper, OTHER_AGENT_QQ)
+        await rig.say(CUSTOMER_QQ, "/报修 会议室投影仪不亮")
+        number = ticket_number(await rig.sent_to(CUSTOMER_QQ, "已收到报修"))
+
+        mention = [
+            {"type": "text", "data": {"text": f"/指派 {number} "}},
+            {"type": "at", "data": {"qq": str(OTHER_AGENT_QQ)}},
+        ]
+        await rig.say_in_group(AGENT_GROUP, AGENT_QQ, mention)
+        await rig.sent_to_group(AGENT_GROUP, "已指派给 Helper")
+        await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/备注 {number} 灯泡可能坏了")
+        await rig.sent_to_group(AGENT_GROUP, "内部备注")
+        await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/查看 {number}")
+        shown = await rig.sent_to_group(AGENT_GROUP, "会议室投影仪不亮")
+        await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/关闭 {number}")
+        await rig.sent_to_group(AGENT_GROUP, f"工单 {number} 已关闭")
+        await rig.say(CUSTOMER_QQ, "/我的工单")
+        listed = await rig.sent_to(CUSTOMER_QQ, "没有")
+
+        async with rig.app.state.ctx.db.transaction(write=False) as session:
+            ticket = (await session.execute(select(Ticket))).scalar_one()
+            note = (await session.execute(select(Message).where(Message.internal))).scalar_one()
+    assert ticket.assignee_id == helper
+    assert ticket.status == "closed"
+    assert note.body == "灯泡可能坏了"
+    assert "灯泡" not in shown["text"]  # /查看 shows public messages only
+    assert not [s for s in rig.impl.sent if s["user_id"] == CUSTOMER_QQ and "灯泡" in s["text"]]
+    assert listed

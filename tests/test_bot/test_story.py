@@ -9,11 +9,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from app.core.config import Settings
 from app.models.user import Role, User
 from tests.conftest import create_user, login, make_client
+from tests.fakes.server import serving
 from tests.onebot_sim import Quirks
+from tests.test_api.test_attachments import PNG
 from tests.test_bot.conftest import AGENT_GROUP, AGENT_QQ, CUSTOMER_QQ, Mode, QQRig, qq_rig, remembered
 
 
@@ -26,6 +32,10 @@ async def bind_qq(rig: QQRig, user_id: int, qq: int) -> None:
         code, _ = await ctx.qq_identities.issue_code(session, user)
     await rig.say(qq, f"/绑定 {code}")
     await rig.sent_to(qq, "绑定成功")
+
+
+async def screenshot(request: Request) -> Response:
+    return Response(PNG, media_type="image/png")
 
 
 def ticket_number(sent: dict[str, Any]) -> str:
@@ -43,14 +53,23 @@ async def test_a_ticket_from_qq_to_rating(
     settings: Settings, admin_engine: AsyncEngine, mode: Mode, message_format: str
 ) -> None:
     quirks = Quirks.napcat(message_format=message_format)  # type: ignore[arg-type]
-    async with qq_rig(settings, admin_engine, mode=mode, quirks=quirks) as rig:
+    async with (
+        serving(Starlette(routes=[Route("/jam.png", screenshot)])) as cdn,
+        qq_rig(settings, admin_engine, mode=mode, quirks=quirks) as rig,
+    ):
         app = rig.app
         agent_id = await create_user(app, "agent1", Role.agent)
         await create_user(app, "agent2", Role.agent)
         await bind_qq(rig, agent_id, AGENT_QQ)
 
-        # The customer opens a ticket with a title and a body.
-        await rig.say(CUSTOMER_QQ, "/报修 三楼打印机卡纸\n一直提示卡纸，已经重启过了")
+        # The customer opens a ticket with a title, a body and a screenshot.
+        await rig.say(
+            CUSTOMER_QQ,
+            [
+                {"type": "text", "data": {"text": "/报修 三楼打印机卡纸\n一直提示卡纸，已经重启过了"}},
+                {"type": "image", "data": {"file": "jam.png", "url": f"{cdn}/jam.png"}},
+            ],
+        )
         created = await rig.sent_to(CUSTOMER_QQ, "已收到报修")
         number = ticket_number(created)
         # The agent group hears about it.
@@ -112,6 +131,7 @@ async def test_a_ticket_from_qq_to_rating(
         ]
         assert detail["rating"]["score"] == 5
         assert detail["assignee"]["id"] == agent_id
+        assert [a["filename"] for a in messages[0]["attachments"]] == ["jam.png"]
         kinds = [e["type"] for e in events]
         for kind in ("ticket.created", "ticket.assigned", "ticket.message_added", "ticket.updated", "ticket.rated"):
             assert kind in kinds, kinds
