@@ -45,12 +45,18 @@ def bot_job_handlers(
     http: httpx.AsyncClient,
 ) -> dict[str, Handler]:
     async def handle_event(run: JobRun) -> None:
-        async with run.db.transaction() as session:
-            row = await crud_qq.get_inbox(session, run.payload["inbox_id"])
-            if row is None or row.status != InboxStatus.pending:
-                return  # done by an earlier run whose acknowledgement was lost
-            await helpdesk.handle(session, parse_event(row.payload), inbox_id=row.id)
-            row.status, row.processed_at = InboxStatus.done, utcnow()
+        try:
+            async with run.db.transaction() as session:
+                row = await crud_qq.get_inbox(session, run.payload["inbox_id"])
+                if row is None or row.status != InboxStatus.pending:
+                    return  # done by an earlier run whose acknowledgement was lost
+                await helpdesk.handle(session, parse_event(row.payload), inbox_id=row.id)
+                row.status, row.processed_at = InboxStatus.done, utcnow()
+        except Exception as exc:
+            if not run.is_last_attempt:
+                raise  # retried with backoff; the event waits in the inbox
+            await _give_up(run, helpdesk, exc)
+            raise PermanentJobError(f"gave up on inbox event {run.payload['inbox_id']}: {exc!r}") from exc
 
     async def send(run: JobRun) -> None:
         payload = run.payload
@@ -142,6 +148,17 @@ async def _send_private(bot: Any, payload: dict[str, Any], message: Message) -> 
             return await bot.send_group_msg(fallback, in_group)
         except ActionFailed as also_refused:
             raise _Undeliverable(also_refused.wording or f"retcode {also_refused.retcode}") from None
+
+
+async def _give_up(run: JobRun, helpdesk: QQHelpdesk, exc: Exception) -> None:
+    """The last attempt failed too: the inbox row says so, and the person gets an apology
+    instead of silence (never the error itself)."""
+    async with run.db.transaction() as session:
+        row = await crud_qq.get_inbox(session, run.payload["inbox_id"])
+        if row is None:
+            return
+        row.status, row.processed_at, row.error = InboxStatus.failed, utcnow(), repr(exc)[:2000]
+        await helpdesk.apologize(session, parse_event(row.payload), inbox_id=row.id)
 
 
 async def _note_image_failure(run: JobRun, tickets: TicketService, payload: dict[str, Any], reason: str) -> None:

@@ -84,6 +84,13 @@ class QQHelpdesk:
             elif group_id is None or await self._addressed_to_bot(session, event):
                 await self._customer_message(session, event, chat)
 
+    async def apologize(self, session: AsyncSession, event: Event, *, inbox_id: int) -> None:
+        """Handling `event` failed for good: say so rather than stay silent."""
+        if isinstance(event, MessageEvent) and not self._from_a_bot(event):
+            group_id = event.group_id if isinstance(event, GroupMessageEvent) else None
+            chat = Chat(event.self_id, event.user_id, group_id, f"in:{inbox_id}:failed")
+            await self._reply(session, chat, text("internal_error", chat.lang))
+
     def _from_a_bot(self, event: MessageEvent) -> bool:
         """Our own account (some implementations report it as a message) or another bot."""
         return event.user_id == event.self_id or event.user_id in self.ignored_users

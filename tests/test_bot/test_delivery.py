@@ -198,3 +198,45 @@ async def test_an_event_retried_to_another_api_process_makes_no_second_ticket(
             tickets = await session.scalar(select(func.count()).select_from(Ticket))
             inbox = await session.scalar(select(func.count()).select_from(QQInboxEvent))
     assert (tickets, inbox) == (1, 1)
+
+
+async def test_an_event_that_keeps_failing_gets_an_apology_not_silence(
+    settings: Settings, admin_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.bot.hub import wire_bot
+    from app.crud import crud_qq
+    from app.jobs.worker import JobRun, PermanentJobError
+    from app.models.qq import InboxStatus
+    from app.onebot.events import parse_event
+
+    async with qq_rig(settings, admin_engine) as rig:
+        ctx = rig.app.state.ctx
+        event = parse_event(rig.impl.private_message(CUSTOMER_QQ, "/报修 会失败的工单", message_id=9100))
+        async with ctx.db.transaction() as session:  # in the inbox, its job run by hand below
+            inbox_id = await crud_qq.add_inbox(
+                session, self_id=BOT, post_type="message", event_key="9100", payload=event.model_dump(mode="json")
+            )
+        bot = wire_bot(
+            ctx.settings.onebot,
+            ctx.onebot,
+            db=ctx.db,
+            tickets=ctx.tickets,
+            identities=ctx.qq_identities,
+            attachments=ctx.attachments,
+            http=ctx.http,
+        )
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug in the helpdesk")
+
+        monkeypatch.setattr(bot.helpdesk, "handle", broken)  # a fault inside our code, not a peer
+        last = JobRun(0, "qq.event", {"inbox_id": inbox_id}, attempt=8, max_attempts=8, db=ctx.db)
+        with pytest.raises(PermanentJobError):
+            await bot.handlers["qq.event"](last)
+        apology = await rig.sent_to(CUSTOMER_QQ, "系统出了点问题")
+        async with ctx.db.transaction(write=False) as session:
+            row = await session.get(QQInboxEvent, inbox_id)
+    assert row is not None
+    assert row.status == InboxStatus.failed
+    assert "a bug in the helpdesk" in (row.error or "")
+    assert "RuntimeError" not in apology["text"]
