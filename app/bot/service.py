@@ -127,8 +127,6 @@ class QQHelpdesk:
         except CommandError as exc:
             await self._reply(session, chat, text(exc.code, chat.lang))
             return
-        if command is not None and command.english:
-            chat = replace(chat, lang="en")
         quoted = await self._quoted_ticket(session, event) if command is None else None
         if command is None and quoted is None:
             return  # agents talking among themselves
@@ -136,13 +134,14 @@ class QQHelpdesk:
         if user is None or not user.is_active or user.role == Role.customer:
             await self._reply(session, chat, text("not_agent", chat.lang))
             return
-        if command is None and quoted is not None:
+        if command is not None:
+            if command.english:
+                chat = replace(chat, lang="en")
+            await self._run(session, chat, lambda: self._command(session, chat, user, command, event), command.ticket)
+        elif quoted is not None:
             # In the agent group a quote-reply is a note among agents; only /回复 reaches the customer.
             body = event.message.plain_text().strip()
             await self._run(session, chat, lambda: self._append(session, quoted, user, body, internal=True))
-            return
-        assert command is not None  # noqa: S101  (both None handled above)
-        await self._run(session, chat, lambda: self._command(session, chat, user, command, event), command.ticket)
 
     # --- commands ---------------------------------------------------------------------------
 
