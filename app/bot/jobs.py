@@ -15,7 +15,7 @@ import httpx
 
 from app.bot.inbox import QQ_EVENT
 from app.bot.media import DownloadFailed, download
-from app.bot.outbox import QQ_ACTION, QQ_SEND
+from app.bot.outbox import QQ_ACTION, QQ_SEND, queue_part
 from app.bot.service import QQ_FETCH_IMAGE, QQHelpdesk
 from app.core.config import OneBotSettings
 from app.core.errors import AppError
@@ -77,8 +77,8 @@ def bot_job_handlers(
         except _Undeliverable as exc:
             await _mark_undeliverable(run, tickets, payload, str(exc))
             raise PermanentJobError(f"undeliverable: {exc}") from None
-        if payload.get("ticket_id") is not None and message_id is not None:
-            async with run.db.transaction() as session:
+        async with run.db.transaction() as session:
+            if payload.get("ticket_id") is not None and message_id is not None:
                 await crud_qq.record_sent(
                     session,
                     self_id=payload["self_id"],
@@ -86,6 +86,9 @@ def bot_job_handlers(
                     ticket_id=payload["ticket_id"],
                     group_id=group_id if group_id is not None else payload.get("fallback_group_id"),
                 )
+            if payload.get("rest"):
+                target = {key: value for key, value in payload.items() if key not in ("message", "rest", "index")}
+                await queue_part(session, target, payload["rest"], index=payload.get("index", 0) + 1)
 
     async def call(run: JobRun) -> None:
         payload = run.payload

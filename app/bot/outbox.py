@@ -38,7 +38,11 @@ async def queue_text(
 ) -> None:
     """Queue `text` (split into parts QQ accepts) to a private chat (`user_id`) or a group
     (`group_id`, with an @ of `mention`). Sent messages about a ticket are remembered so a
-    quote-reply to them finds it; `fallback_group_id` is where a refused private message goes."""
+    quote-reply to them finds it; `fallback_group_id` is where a refused private message goes.
+
+    The parts go out in order: the job of one part queues the next once it is sent (jobs run
+    concurrently, so a job per part queued at once could arrive shuffled)."""
+    parts: list[list[dict[str, Any]]] = []
     for index, part in enumerate(split_message(text, max_chars)):
         segments = Message()
         if quote is not None and index == 0:
@@ -46,22 +50,29 @@ async def queue_text(
         if group_id is not None and mention is not None:
             segments.extend([MessageSegment.at(mention), MessageSegment.text(" ")])
         segments.append(MessageSegment.text(part))  # user text: always a text segment, never CQ
-        payload: dict[str, Any] = {
-            "self_id": self_id,
-            "user_id": user_id,
-            "group_id": group_id,
-            "message": segments.to_array(),
-            "ticket_id": ticket_id,
-            "fallback_group_id": fallback_group_id,
-        }
-        await enqueue(
-            session,
-            QQ_SEND,
-            payload,
-            routing_key=routing_key(self_id),
-            idempotency_key=f"qq:{key}:{index}",
-            max_attempts=SEND_ATTEMPTS,
-        )
+        parts.append(segments.to_array())
+    payload: dict[str, Any] = {
+        "self_id": self_id,
+        "user_id": user_id,
+        "group_id": group_id,
+        "ticket_id": ticket_id,
+        "fallback_group_id": fallback_group_id,
+        "key": key,
+    }
+    await queue_part(session, payload, parts, index=0)
+
+
+async def queue_part(session: AsyncSession, target: dict[str, Any], parts: list[Any], *, index: int) -> None:
+    """The job that sends part `index` (`message`) and carries the parts after it (`rest`)."""
+    payload = {**target, "index": index, "message": parts[0], "rest": parts[1:]}
+    await enqueue(
+        session,
+        QQ_SEND,
+        payload,
+        routing_key=routing_key(target["self_id"]),
+        idempotency_key=f"qq:{target['key']}:{index}",
+        max_attempts=SEND_ATTEMPTS,
+    )
 
 
 async def queue_action(session: AsyncSession, *, key: str, self_id: int, action: str, params: dict[str, Any]) -> None:

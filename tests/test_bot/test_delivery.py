@@ -20,6 +20,7 @@ from app.models.user import Role, User
 from tests.conftest import create_user, login, make_client
 from tests.onebot_sim import ReverseWsClient
 from tests.test_bot.conftest import (
+    AGENT_GROUP,
     BOT,
     CUSTOMER_GROUP,
     CUSTOMER_QQ,
@@ -240,3 +241,27 @@ async def test_an_event_that_keeps_failing_gets_an_apology_not_silence(
     assert row.status == InboxStatus.failed
     assert "a bug in the helpdesk" in (row.error or "")
     assert "RuntimeError" not in apology["text"]
+
+
+async def test_urgent_tickets_reach_the_agent_group_and_long_replies_arrive_in_parts(
+    settings: Settings, admin_engine: AsyncEngine
+) -> None:
+    async with qq_rig(settings, admin_engine) as rig:
+        number, ticket_id = await open_ticket(rig, title="服务器机房断电")
+        headers = await agent_headers(rig)
+        async with make_client(rig.app) as client:
+            raised = await client.patch(f"/api/v1/tickets/{ticket_id}", json={"priority": "urgent"}, headers=headers)
+        assert raised.status_code == 200, raised.text
+        urgent = await rig.sent_to_group(AGENT_GROUP, "紧急")
+        assert number in urgent["text"]
+
+        long_reply = "".join(f"第{n:03d}步：检查配电柜与 UPS 的状态并记录。\n" for n in range(150))
+        await post_reply(rig, headers, ticket_id, long_reply.strip())
+        await rig.sent_to(CUSTOMER_QQ, "第149步")
+        parts = [s["text"] for s in rig.impl.sent if s["user_id"] == CUSTOMER_QQ and "步：" in s["text"]]
+    assert len(parts) > 1
+    assert all(len(part) <= 1500 for part in parts)
+    joined = "".join(parts)
+    positions = [joined.find(f"第{n:03d}步") for n in range(150)]
+    assert -1 not in positions
+    assert positions == sorted(positions)  # every step, in order
