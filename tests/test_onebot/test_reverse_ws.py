@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from app.onebot.connection import Role
+from app.onebot.connection import Connection, Role
 from app.onebot.errors import ConnectionLost, NotConnected
+from app.onebot.hub import OneBotHub
 from tests.onebot_sim import Implementation, Quirks, ReverseWsClient
 from tests.test_onebot.conftest import SELF_ID, collect, running_hub, serving_hub, wait_until, ws_url
 
@@ -76,16 +77,23 @@ async def test_api_and_event_connections_of_one_bot_coexist(impl: Implementation
     assert events[0].message.plain_text() == "电脑蓝屏了"  # type: ignore[attr-defined]
 
 
+async def connect_twice(
+    hub: OneBotHub, impl: Implementation, base: str
+) -> tuple[ReverseWsClient, ReverseWsClient, Connection | None, Connection | None]:
+    """Two reverse connections of one bot, one after the other; with the registered links."""
+    old = ReverseWsClient(impl, ws_url(base))
+    await old.connect()
+    await wait_until(lambda: hub.registry.action_connection(SELF_ID) is not None)
+    first = hub.registry.action_connection(SELF_ID)
+    new = ReverseWsClient(impl, ws_url(base))
+    await new.connect()
+    await wait_until(lambda: hub.registry.action_connection(SELF_ID) not in (None, first))
+    return old, new, first, hub.registry.action_connection(SELF_ID)
+
+
 async def test_a_new_connection_replaces_the_old_one_safely(impl: Implementation) -> None:
     async with running_hub() as hub, serving_hub(hub) as base:
-        old = ReverseWsClient(impl, ws_url(base))
-        await old.connect()
-        await wait_until(lambda: hub.registry.action_connection(SELF_ID) is not None)
-        first = hub.registry.action_connection(SELF_ID)
-        new = ReverseWsClient(impl, ws_url(base))
-        await new.connect()
-        await wait_until(lambda: hub.registry.action_connection(SELF_ID) not in (None, first))
-        second = hub.registry.action_connection(SELF_ID)
+        old, new, _, second = await connect_twice(hub, impl, base)
         assert await old.wait_closed() == 1000  # we closed the replaced one
         await asyncio.sleep(0.05)  # let the old endpoint's cleanup run
         # The old link's cleanup did not unregister its successor.
@@ -96,14 +104,7 @@ async def test_a_new_connection_replaces_the_old_one_safely(impl: Implementation
 
 async def test_a_reconnect_before_the_old_socket_dies_keeps_the_new_registration(impl: Implementation) -> None:
     async with running_hub() as hub, serving_hub(hub) as base:
-        old = ReverseWsClient(impl, ws_url(base))
-        await old.connect()
-        await wait_until(lambda: hub.registry.action_connection(SELF_ID) is not None)
-        first = hub.registry.action_connection(SELF_ID)
-        new = ReverseWsClient(impl, ws_url(base))
-        await new.connect()
-        await wait_until(lambda: hub.registry.action_connection(SELF_ID) not in (None, first))
-        second = hub.registry.action_connection(SELF_ID)
+        old, new, first, second = await connect_twice(hub, impl, base)
         await old.abort()  # the old socket dies only now, without a close frame
         await wait_until(lambda: first is not None and first.closed)
         assert hub.registry.action_connection(SELF_ID) is second
