@@ -1,0 +1,56 @@
+"""Segmentation for search: the golden words a Chinese helpdesk must find."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.services.search import Segmenter
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    shared = Segmenter()
+    shared.load()
+    return shared
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("邮箱登录失败，提示密码错误", "密码"),
+        ("三楼打印机卡纸", "打印机"),
+        ("三楼打印机卡纸", "打印"),
+        ("电脑蓝屏了", "蓝屏"),
+        ("VPN无法连接", "vpn"),
+        ("ＶＰＮ连不上", "vpn"),  # full-width letters from Chinese input methods
+        ("wifi 连不上", "wifi"),
+        ("wifi 连不上", "连不上"),
+        ("工单２０２６号", "2026"),
+    ],
+)
+def test_the_words_people_search_for_are_tokens(segmenter: Segmenter, text: str, word: str) -> None:
+    assert word in segmenter.tokens(text)
+
+
+def test_punctuation_and_spaces_are_not_tokens(segmenter: Segmenter) -> None:
+    assert segmenter.segment("打印机，卡纸！  （三楼）") == "打印 印机 打印机 卡纸 三楼"
+
+
+def test_a_query_segments_like_the_text_it_should_find(segmenter: Segmenter) -> None:
+    document = set(segmenter.tokens("宿舍的校园网今天一直连不上"))
+    assert set(segmenter.tokens("校园网 连不上")) <= document
+
+
+def test_a_user_dictionary_adds_domain_words(tmp_path: Path, segmenter: Segmenter) -> None:
+    dictionary = tmp_path / "words.txt"
+    dictionary.write_text("一卡通充值机 100 n\n", encoding="utf-8")
+    custom = Segmenter(dictionary)
+    assert "一卡通充值机" in custom.tokens("图书馆的一卡通充值机坏了")
+    assert "一卡通充值机" not in segmenter.tokens("图书馆的一卡通充值机坏了")  # its own dictionary only
+
+
+def test_empty_and_symbol_only_text_gives_no_tokens(segmenter: Segmenter) -> None:
+    assert segmenter.tokens("") == []
+    assert segmenter.tokens("？！。，…… ") == []
