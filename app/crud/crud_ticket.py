@@ -56,16 +56,16 @@ def readable_by(user: User) -> Select[Ticket]:
 
 async def get_readable(session: AsyncSession, ticket_id: int, user: User) -> Ticket:
     """The ticket if `user` may see it; 404 `ticket_not_found` alike for missing and hidden."""
-    stmt = readable_by(user).where(Ticket.id == ticket_id).options(*TICKET_LOADS)
-    ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
-    if ticket is None:
-        raise TicketNotFound
-    return ticket
+    return await _one_readable(session, user, Ticket.id == ticket_id)
 
 
 async def get_readable_by_number(session: AsyncSession, number: str, user: User) -> Ticket:
     """By its number (what people type in QQ); 404 alike for missing and hidden."""
-    stmt = readable_by(user).where(Ticket.number == number).options(*TICKET_LOADS)
+    return await _one_readable(session, user, Ticket.number == number)
+
+
+async def _one_readable(session: AsyncSession, user: User, condition: ColumnElement[bool]) -> Ticket:
+    stmt = readable_by(user).where(condition).options(*TICKET_LOADS)
     ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound

@@ -99,6 +99,8 @@ class OneBotHub:
         """Decorator form of `events.subscribe` (options: queue_size, concurrency, overflow)."""
 
         def register(handler: Callable[[E], Awaitable[None]]) -> Subscription:
+            # A handler typed for one event class (PrivateMessageEvent) is not, to mypy, a handler
+            # of every Event; the pattern is what guarantees the class it receives.
             return self.events.subscribe(pattern, handler, **options)  # type: ignore[arg-type]
 
         return register
