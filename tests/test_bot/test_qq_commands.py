@@ -77,7 +77,7 @@ async def test_a_bound_agent_quote_reply_in_the_agent_group_is_an_internal_note(
             {"type": "text", "data": {"text": "这个我来看，像是交换机的问题"}},
         ]
         await rig.say_in_group(AGENT_GROUP, AGENT_QQ, quote)
-        await rig.sent_to_group(AGENT_GROUP, "内部备注")
+        await rig.sent_to_group(AGENT_GROUP, "添加内部备注")
         async with rig.app.state.ctx.db.transaction(write=False) as session:
             note = (await session.execute(select(Message).where(Message.body.contains("交换机")))).scalar_one()
         assert note.internal
@@ -174,7 +174,7 @@ async def test_agents_assign_note_show_and_close_from_the_agent_group(
         await rig.say_in_group(AGENT_GROUP, AGENT_QQ, mention)
         await rig.sent_to_group(AGENT_GROUP, "已指派给 Helper")
         await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/备注 {number} 灯泡可能坏了")
-        await rig.sent_to_group(AGENT_GROUP, "内部备注")
+        await rig.sent_to_group(AGENT_GROUP, "添加内部备注")
         await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/查看 {number}")
         shown = await rig.sent_to_group(AGENT_GROUP, "会议室投影仪不亮")
         await rig.say_in_group(AGENT_GROUP, OTHER_AGENT_QQ, f"/关闭 {number}")

@@ -77,7 +77,7 @@ async def test_a_ticket_from_qq_to_rating(
 
         # An agent claims it and answers from QQ; the customer gets the answer.
         await rig.say_in_group(AGENT_GROUP, AGENT_QQ, f"/认领 {number}")
-        await rig.sent_to_group(AGENT_GROUP, "认领")
+        await rig.sent_to_group(AGENT_GROUP, "已认领工单")
         await rig.say_in_group(AGENT_GROUP, AGENT_QQ, f"/回复 {number} 请打开后盖取出卡住的纸")
         from_qq = await rig.sent_to(CUSTOMER_QQ, "请打开后盖取出卡住的纸")
         await remembered(rig, from_qq)
