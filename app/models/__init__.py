@@ -9,6 +9,7 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
 from app.models.qq import InboxStatus, QQBindingCode, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.realtime_token import RealtimeToken
+from app.models.search import SearchDoc
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team, team_members
 from app.models.ticket import (
@@ -49,6 +50,7 @@ __all__ = [
     "RealtimeToken",
     "RefreshToken",
     "Role",
+    "SearchDoc",
     "Tag",
     "Team",
     "Ticket",
