@@ -35,6 +35,7 @@ from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
 from app.services.qq_identity import QQIdentityService
+from app.services.search import build_search_index
 from app.services.storage import LocalStorage
 from app.services.ticket import TicketService
 from app.services.user import UserService
@@ -134,6 +135,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
     auth = AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter)
     bus = EventBus()
+    search = build_search_index(settings.search)
+    await search.load()  # jieba's dictionary, in a thread: about a second, once per process
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -144,7 +147,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         auth=auth,
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
-        tickets=TicketService(settings.tickets, timezone=settings.tz),
+        tickets=TicketService(settings.tickets, timezone=settings.tz, search=search),
+        search=search,
         links=links,
         attachments=AttachmentService(
             settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links

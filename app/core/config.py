@@ -144,6 +144,15 @@ class OneBotSettings(BaseModel):
     image_timeout_seconds: float = Field(default=15.0, gt=0)
 
 
+class SearchSettings(BaseModel):
+    # Domain words for segmentation, one per line in jieba's `word [frequency] [tag]` format
+    # (building and system names: 图书馆三楼, 教务系统). Unset: jieba's dictionary alone.
+    user_dictionary: Path | None = None
+    # A 1-2 character query that is not a dictionary word is a substring scan (no index can
+    # serve it); it looks at this many of the newest titles and messages.
+    like_window: int = Field(default=200_000, ge=1000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HELPDESK_",
@@ -183,6 +192,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,7 @@ from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
 from app.services.qq_identity import QQIdentityService
+from app.services.search import SearchIndex
 from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.webhook import WebhookService
@@ -34,6 +35,7 @@ class AppContext:
     users: UserService
     wechat: WeChatClient
     tickets: TicketService
+    search: SearchIndex
     links: AttachmentLinks
     webhooks: WebhookService
     realtime: RealtimeService

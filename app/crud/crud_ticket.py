@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Float, Select, Subquery, and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from app.core.errors import TicketNotFound
+from app.crud import crud_search
 from app.db.base import utcnow
 from app.models.attachment import Attachment
 from app.models.tag import Tag, ticket_tags
@@ -100,7 +101,6 @@ class TicketFilters:
     tag: str | None = None
     channel: Channel | None = None
     number: str | None = None
-    q: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
     updated_after: datetime | None = None
@@ -132,10 +132,6 @@ class TicketFilters:
             where.append(Ticket.channel == self.channel)
         if self.number is not None:
             where.append(Ticket.number == self.number)
-        if self.q:
-            # Plain substring match on the title until Chinese full-text search lands (issue 7).
-            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(Ticket.title.ilike(f"%{escaped}%", escape="\\"))
         if self.created_after is not None:
             where.append(Ticket.created_at >= self.created_after)
         if self.created_before is not None:
@@ -193,6 +189,40 @@ async def list_page(
         stmt = stmt.where(sort.after(*after))
     stmt = stmt.order_by(*sort.order_by()).limit(limit + 1).options(*TICKET_LOADS)
     return list((await session.execute(stmt)).unique().scalars())
+
+
+def search_hits(
+    session: AsyncSession, user: User, *, terms: Sequence[str], substring: str | None, like_window: int
+) -> Subquery:
+    """(ticket_id, score) of the tickets whose text `user` may see holds every term (or, for a
+    short non-word query, the substring): internal notes count for staff only. The requester
+    rule is readable_by's, applied by the caller."""
+    include_internal = user.role != Role.customer
+    if substring is not None:
+        matches = crud_search.like_matches(
+            substring, include_internal=include_internal, newest_docs=like_window
+        ).subquery("matches")
+        return select(matches.c.ticket_id, literal(0.0, Float).label("score")).subquery("hits")
+    return crud_search.ticket_scores(session, terms, include_internal=include_internal).subquery("hits")
+
+
+async def search_page(
+    session: AsyncSession,
+    user: User,
+    filters: TicketFilters,
+    hits: Subquery,
+    *,
+    after: tuple[float, int] | None,
+    limit: int,
+) -> list[tuple[Ticket, float]]:
+    """One page of search results, best first, then newest (by id: immutable, so the keyset
+    (score, id) walks every result once); plus one row to tell whether more follow."""
+    stmt = filters.apply(readable_by(user)).join(hits, hits.c.ticket_id == Ticket.id).add_columns(hits.c.score)
+    if after is not None:
+        score, last_id = after
+        stmt = stmt.where(or_(hits.c.score < score, and_(hits.c.score == score, Ticket.id < last_id)))
+    stmt = stmt.order_by(hits.c.score.desc(), Ticket.id.desc()).limit(limit + 1).options(*TICKET_LOADS)
+    return [(ticket, float(score)) for ticket, score in (await session.execute(stmt)).unique()]
 
 
 async def next_sequence(session: AsyncSession, day: str) -> int:

@@ -118,6 +118,13 @@ class TicketRead(ReadModel):
         return [getattr(tag, "name", tag) for tag in value]
 
 
+class TicketListItem(TicketRead):
+    """A ticket in a list; with `q`, `snippet` is the best matching text around the first
+    match: HTML-escaped, matches wrapped in <mark>."""
+
+    snippet: str | None = None
+
+
 class AttachmentRead(ReadModel):
     id: int
     filename: str

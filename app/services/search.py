@@ -14,15 +14,28 @@ jieba's `word [frequency] [tag]` format), e.g. the names of a campus's buildings
 
 from __future__ import annotations
 
+import asyncio
+import html
 import logging
 import re
 import threading
 import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import jieba
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import SearchSettings
+from app.crud import crud_search
+from app.crud.crud_search import DocRow
+from app.models.ticket import Message, Ticket
 
 _NON_WORD = re.compile(r"[^\w]+")
+_SPACES = re.compile(r"\s+")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 jieba.setLogLevel(logging.WARNING)  # it logs its dictionary loading at INFO on every start
 
@@ -56,3 +69,180 @@ class Segmenter:
     def segment(self, text: str) -> str:
         """What the index stores for `text`: its tokens joined by spaces."""
         return " ".join(self.tokens(text))
+
+    def is_word(self, word: str) -> bool:
+        """Whether `word` is in the dictionary (jieba's, or the user dictionary)."""
+        self.load()
+        return bool(self._tokenizer.FREQ.get(word))
+
+    _shared: dict[Path | None, Segmenter] = {}  # noqa: RUF012  # class-level cache, see shared()
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, user_dictionary: Path | None = None) -> Segmenter:
+        """One segmenter per dictionary per process: each holds jieba's dictionary (tens of MB,
+        about a second to build), so the app, the worker and every test reuse one."""
+        with cls._shared_lock:
+            if user_dictionary not in cls._shared:
+                cls._shared[user_dictionary] = cls(user_dictionary)
+            return cls._shared[user_dictionary]
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A user's query, segmented: either words for the full-text index (`terms`, all of which
+    must match), or, for a single character or a 2-character query that is not a word of the
+    dictionary (卡, 印机, 5g), a substring for a bounded LIKE scan (`substring`): documents hold
+    words, so such a query would miss the texts that only contain it inside a word."""
+
+    text: str
+    terms: tuple[str, ...] = ()
+    substring: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.terms and self.substring is None
+
+    def marks(self) -> list[str]:
+        """What to highlight in a snippet, longest first."""
+        words = [self.substring] if self.substring else list(self.terms)
+        return sorted({w for w in words if w}, key=len, reverse=True)
+
+
+def parse_query(segmenter: Segmenter, text: str) -> SearchQuery:
+    """Segment a query the way documents are segmented. Blocking (jieba): run it in a thread."""
+    compact = "".join(normalise(text).split())
+    if not compact:
+        return SearchQuery(text)
+    if len(compact) == 1 or (len(compact) == 2 and not segmenter.is_word(compact)):
+        return SearchQuery(text, substring=compact)
+    tokens = list(dict.fromkeys(segmenter.tokens(text)))
+    # A single Chinese character (了, 的, 吗) next to real words is noise, not a requirement:
+    # "电脑蓝屏了" must find "电脑蓝屏". Alone, it is the query.
+    longer = [t for t in tokens if len(t) > 1 or not _CJK.fullmatch(t)]
+    return SearchQuery(text, terms=tuple(longer or tokens))
+
+
+def snippet(text: str, marks: Sequence[str], *, width: int = 80) -> str:
+    """An HTML-escaped excerpt of `text` around the first match, every match wrapped in <mark>.
+    Matching runs on the normalised text (full-width letters, case), mapped back to the
+    original characters, so what is marked is what the user wrote."""
+    folded, origin = _folded(text)
+    spans = _match_spans(folded, marks)
+    original_spans = [(origin[a], origin[b - 1] + 1) for a, b in spans]
+    first = original_spans[0][0] if original_spans else 0
+    start = max(0, min(first - width // 4, len(text) - width))
+    end = min(len(text), start + width)
+    parts: list[str] = ["…" if start > 0 else ""]
+    cursor = start
+    for a, b in original_spans:
+        if a < start or b > end:
+            continue
+        parts += [html.escape(text[cursor:a]), "<mark>", html.escape(text[a:b]), "</mark>"]
+        cursor = b
+    parts += [html.escape(text[cursor:end]), "…" if end < len(text) else ""]
+    return _SPACES.sub(" ", "".join(parts))  # one line: newlines and runs of spaces become one
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """The normalised text and, for each of its characters, the index of the original one."""
+    chars: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        for out in normalise(char):
+            chars.append(out)
+            origin.append(index)
+    return "".join(chars), origin
+
+
+def _match_spans(folded: str, marks: Sequence[str]) -> list[tuple[int, int]]:
+    taken = [False] * len(folded)
+    spans: list[tuple[int, int]] = []
+    for mark in marks:  # longest first: 打印机 is marked whole, not as 打印 + 机
+        for found in re.finditer(re.escape(mark), folded):
+            a, b = found.span()
+            if not any(taken[a:b]):
+                taken[a:b] = [True] * (b - a)
+                spans.append((a, b))
+    return sorted(spans)
+
+
+class SearchIndex:
+    """Keeps `search_docs` in step with titles and messages, and parses queries. Segmentation
+    runs in a worker thread, never on the event loop; each new text is segmented once."""
+
+    def __init__(self, segmenter: Segmenter, *, like_window: int = 200_000) -> None:
+        self.segmenter = segmenter
+        self.like_window = like_window
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.segmenter.load)
+
+    async def parse(self, text: str) -> SearchQuery:
+        return await asyncio.to_thread(parse_query, self.segmenter, text)
+
+    async def index_title(self, session: AsyncSession, ticket: Ticket) -> None:
+        tokens = await asyncio.to_thread(self.segmenter.segment, ticket.title)
+        await crud_search.upsert_docs(session, [DocRow(ticket.id, None, False, tokens)])
+
+    async def index_message(self, session: AsyncSession, message: Message) -> None:
+        tokens = await asyncio.to_thread(self.segmenter.segment, message.body)
+        await crud_search.upsert_docs(session, [DocRow(message.ticket_id, message.id, message.internal, tokens)])
+
+    async def snippets(
+        self, session: AsyncSession, query: SearchQuery, tickets: Sequence[Ticket], *, include_internal: bool
+    ) -> dict[int, str]:
+        """A highlighted excerpt per ticket of a result page, from its best matching text (two
+        statements for the whole page)."""
+        ids = [ticket.id for ticket in tickets]
+        texts: dict[int, str] = {}
+        if query.substring is not None:
+            in_title = [t for t in tickets if query.substring in normalise(t.title)]
+            texts = {t.id: t.title for t in in_title}
+            others = [i for i in ids if i not in texts]
+            texts |= await crud_search.first_bodies_containing(
+                session, query.substring, others, include_internal=include_internal
+            )
+        elif query.terms:
+            best = await crud_search.best_docs(session, query.terms, ids, include_internal=include_internal)
+            bodies = await crud_search.message_bodies(session, [m for m, _ in best.values() if m is not None])
+            titles = {t.id: t.title for t in tickets}
+            texts = {i: titles[i] if m is None else bodies.get(m, "") for i, (m, _) in best.items()}
+        marks = query.marks()
+        return {ticket_id: snippet(text, marks) for ticket_id, text in texts.items()}
+
+    async def reindex_tickets(self, session: AsyncSession, first_id: int, *, batch: int) -> tuple[int, int]:
+        """Re-segment the tickets with id >= first_id, `batch` of them, and their messages.
+        Returns (the last ticket id done, or first_id - 1 when none were left; documents written)."""
+        tickets = (
+            await session.execute(
+                select(Ticket.id, Ticket.title).where(Ticket.id >= first_id).order_by(Ticket.id).limit(batch)
+            )
+        ).all()
+        if not tickets:
+            return first_id - 1, 0
+        last_id = tickets[-1].id
+        messages = (
+            await session.execute(
+                select(Message.id, Message.ticket_id, Message.internal, Message.body).where(
+                    Message.ticket_id >= first_id, Message.ticket_id <= last_id
+                )
+            )
+        ).all()
+        texts = [t.title for t in tickets] + [m.body for m in messages]
+        segmented = await asyncio.to_thread(lambda: [self.segmenter.segment(t) for t in texts])
+        rows = [DocRow(t.id, None, False, tokens) for t, tokens in zip(tickets, segmented, strict=False)]
+        rows += [
+            DocRow(m.ticket_id, m.id, m.internal, tokens)
+            for m, tokens in zip(messages, segmented[len(tickets) :], strict=True)
+        ]
+        await crud_search.upsert_docs(session, rows)
+        return last_id, len(rows)
+
+
+def build_search_index(settings: SearchSettings) -> SearchIndex:
+    return SearchIndex(Segmenter.shared(settings.user_dictionary), like_window=settings.like_window)

@@ -25,7 +25,7 @@ from app.core.errors import (
     TicketNotFound,
     VersionConflict,
 )
-from app.crud import crud_ticket
+from app.crud import crud_search, crud_ticket
 from app.db.base import utcnow
 from app.db.session import PUBLISH_AFTER_COMMIT
 from app.jobs.queue import enqueue
@@ -35,6 +35,7 @@ from app.models.ticket import Channel, Message, Priority, Rating, Ticket, Ticket
 from app.models.user import Role, User
 from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
+from app.services.search import SearchIndex
 
 S = TicketStatus
 # The job kind that fans a timeline event out (see app/jobs/handlers.py).
@@ -70,9 +71,11 @@ def is_staff(user: User) -> bool:
 
 
 class TicketService:
-    def __init__(self, settings: TicketSettings, *, timezone: ZoneInfo) -> None:
+    def __init__(self, settings: TicketSettings, *, timezone: ZoneInfo, search: SearchIndex | None = None) -> None:
         self.settings = settings
         self.timezone = timezone
+        # Keeps the full-text index in step with titles and messages (None: nothing indexed).
+        self.search = search
 
     # --- create ---------------------------------------------------------------------------
 
@@ -104,6 +107,8 @@ class TicketService:
         )
         session.add(ticket)
         await session.flush()
+        if self.search is not None:
+            await self.search.index_title(session, ticket)
         message = await self._write_message(
             session,
             ticket,
@@ -178,6 +183,8 @@ class TicketService:
         )
         session.add(message)
         await session.flush()
+        if self.search is not None:
+            await self.search.index_message(session, message)
         if attachment_ids and not await crud_ticket.claim_attachments(
             session, attachment_ids, uploader_id=actor.id, ticket_id=ticket.id, message_id=message.id
         ):
@@ -211,6 +218,8 @@ class TicketService:
         if "title" in sent and body.title is not None and body.title != ticket.title:
             changes["title"] = [ticket.title, body.title]
             ticket.title = body.title
+            if self.search is not None:
+                await self.search.index_title(session, ticket)
         if "priority" in sent and body.priority is not None and body.priority != ticket.priority:
             changes["priority"] = [ticket.priority.value, body.priority.value]
             ticket.priority, ticket.priority_rank = body.priority, body.priority.rank
@@ -349,6 +358,7 @@ class TicketService:
         # The event is public: it counts what the customer will see, never the internal notes.
         public_moved = await crud_ticket.count_messages(session, source.id, include_internal=False)
         await crud_ticket.move_messages(session, source_id=source.id, target_id=target.id)
+        await crud_search.move_docs(session, source_id=source.id, target_id=target.id)
         await self._record(
             session, source, "ticket.merged", actor, data={"into": target.id, "into_number": target.number}
         )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from sqlalchemy import Subquery, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.v1.dependencies import (
     ClientChannel,
@@ -14,6 +17,7 @@ from app.api.v1.dependencies import (
     CurrentUser,
     IdempotencyKey,
     PageDep,
+    PageParams,
     SessionDep,
     idempotent_create,
 )
@@ -44,6 +48,7 @@ from app.schemas.ticket import (
     RatingCreate,
     TicketCreate,
     TicketEventRead,
+    TicketListItem,
     TicketRead,
     TicketUpdate,
     UserRef,
@@ -52,7 +57,7 @@ from app.services.ticket import is_staff
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
-SortName = Literal["-updated_at", "created_at", "-created_at", "-priority", "due"]
+SortName = Literal["relevance", "-updated_at", "created_at", "-created_at", "-priority", "due"]
 
 
 def _etag(response: Response, ticket: Ticket) -> None:
@@ -94,9 +99,10 @@ async def create_ticket(
     return await idempotent_create(session, request, user=user, key=idempotency_key, create=create)
 
 
-@router.get("", response_model=Page[TicketRead], responses=problem_responses(InvalidCursor))
+@router.get("", response_model=Page[TicketListItem], responses=problem_responses(InvalidCursor))
 async def list_tickets(
     user: CurrentUser,
+    ctx: Context,
     session: SessionDep,
     page: PageDep,
     status_: Annotated[list[TicketStatus], Query(alias="status")] = [],  # noqa: B006  # FastAPI copies it
@@ -112,8 +118,8 @@ async def list_tickets(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     updated_after: datetime | None = None,
-    sort: SortName = "-updated_at",
-) -> Page[TicketRead]:
+    sort: Annotated[SortName | None, Query(description="default: relevance with `q`, else -updated_at")] = None,
+) -> Page[TicketListItem]:
     filters = crud_ticket.TicketFilters(
         status=status_,
         priority=priority,
@@ -127,19 +133,66 @@ async def list_tickets(
         tag=tag.strip().casefold() if tag else None,
         channel=channel,
         number=number,
-        q=q.strip() if q else None,
         created_after=_aware(created_after),
         created_before=_aware(created_before),
         updated_after=_aware(updated_after),
     )
+    query = await ctx.search.parse(q) if q and q.strip() else None
+    if query is not None and query.empty:
+        return Page[TicketListItem](items=[])  # only punctuation: nothing can match
+    if query is None and sort in (None, "relevance"):
+        sort = "-updated_at"
+    elif sort is None:
+        sort = "relevance"
+    hits = None
+    if query is not None:
+        hits = crud_ticket.search_hits(
+            session, user, terms=query.terms, substring=query.substring, like_window=ctx.search.like_window
+        )
+    rows, next_cursor = await _ticket_page(session, user, filters, hits, sort, page)
+    snippets = {}
+    if query is not None:
+        snippets = await ctx.search.snippets(session, query, rows, include_internal=is_staff(user))
+    items = [TicketListItem.model_validate(t).model_copy(update={"snippet": snippets.get(t.id)}) for t in rows]
+    return Page[TicketListItem](items=items, next_cursor=next_cursor)
+
+
+async def _ticket_page(
+    session: AsyncSession,
+    user: User,
+    filters: crud_ticket.TicketFilters,
+    hits: Subquery | None,
+    sort: str,
+    page: PageParams,
+) -> tuple[list[Ticket], str | None]:
+    """One page in `sort` order and the cursor to the next; with search `hits`, only those."""
+    if sort == "relevance" and hits is not None:
+        scored = await crud_ticket.search_page(
+            session, user, filters, hits, after=_after_score(page.cursor), limit=page.limit
+        )
+        more = len(scored) > page.limit
+        scored = scored[: page.limit]
+        cursor = encode_cursor({"s": sort, "k": scored[-1][1], "i": scored[-1][0].id}) if more else None
+        return [ticket for ticket, _ in scored], cursor
+    if hits is not None:
+        filters = replace(filters, conditions=[*filters.conditions, Ticket.id.in_(select(hits.c.ticket_id))])
     order = crud_ticket.SORTS[sort]
     rows = await crud_ticket.list_page(session, user, filters, order, after=_after(page.cursor, sort), limit=page.limit)
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        last = rows[-1]
-        next_cursor = encode_cursor({"s": sort, "k": _key_json(getattr(last, order.key.key)), "i": last.id})
-    return Page[TicketRead](items=[TicketRead.model_validate(t) for t in rows], next_cursor=next_cursor)
+    if len(rows) <= page.limit:
+        return rows, None
+    rows = rows[: page.limit]
+    last = rows[-1]
+    return rows, encode_cursor({"s": sort, "k": _key_json(getattr(last, order.key.key)), "i": last.id})
+
+
+def _after_score(cursor: str | None) -> tuple[float, int] | None:
+    if cursor is None:
+        return None
+    position = decode_cursor(cursor)
+    score, last_id = position.get("k"), position.get("i")
+    if position.get("s") != "relevance" or not isinstance(score, int | float) or not isinstance(last_id, int):
+        raise InvalidCursor
+    return float(score), last_id
 
 
 def _aware(moment: datetime | None) -> datetime | None:
