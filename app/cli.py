@@ -1,4 +1,4 @@
-"""`helpdesk` command line: serve, worker, migrate, create-admin, openapi."""
+"""`helpdesk` command line: serve, worker, migrate, reindex, create-admin, openapi."""
 
 from __future__ import annotations
 
@@ -157,6 +157,51 @@ def migrate() -> None:
     settings = load_settings()
     asyncio.run(migrations.upgrade(settings.resolved_database_url))
     typer.echo(f"database at {', '.join(sorted(migrations.known_heads()))}")
+
+
+@app.command()
+def reindex(
+    batch: Annotated[int, typer.Option(min=1, max=5000, help="tickets per transaction")] = 200,
+) -> None:
+    """Rebuild the search index from the tickets and messages (safe while the API serves)."""
+    written = asyncio.run(_reindex(batch))
+    typer.echo(f"{written} search document(s) written")
+
+
+async def _reindex(batch: int) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from sqlalchemy import func, select
+
+    from app.core.config import load_settings
+    from app.db import migrate as migrations
+    from app.db.session import Database
+    from app.models.ticket import Ticket
+    from app.services.search import build_search_index
+
+    settings = load_settings()
+    await migrations.upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    search = build_search_index(settings.search)
+    columns = (TextColumn("重建索引 reindexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        await search.load()
+        async with db.transaction(write=False) as session:
+            total = (await session.execute(select(func.count()).select_from(Ticket))).scalar_one()
+        written, next_id = 0, 1
+        with Progress(*columns) as progress:
+            task = progress.add_task("reindex", total=total)
+            while True:
+                # One short transaction per batch: the app's own writes interleave; each
+                # document is upserted from the text as it is now, so neither side loses.
+                async with db.transaction() as session:
+                    done = await search.reindex_tickets(session, next_id, batch=batch)
+                if done.last_id is None:
+                    return written
+                written += done.documents
+                progress.update(task, advance=done.tickets)
+                next_id = done.last_id + 1
+    finally:
+        await db.dispose()
 
 
 @app.command("create-admin")

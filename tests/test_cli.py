@@ -72,6 +72,39 @@ def test_migrate_twice_changes_nothing(runner, env):
     assert result.exit_code == 0, result.output
 
 
+def test_reindex_rebuilds_the_search_index_from_tickets_and_messages(runner, env, tmp_path):
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        conn.execute(
+            "INSERT INTO users (id, username, display_name, role, is_active, notification_preferences, "
+            "created_at, updated_at) VALUES (1, 'zhangsan', '张三', 'customer', 1, '{}', "
+            "'2026-11-24 08:00:00.000000', '2026-11-24 08:00:00.000000')"
+        )
+        for n in range(1, 6):
+            conn.execute(
+                "INSERT INTO tickets (id, number, title, status, priority, priority_rank, channel, requester_id, "
+                "created_at, updated_at, version) VALUES (?, ?, ?, 'new', 'normal', 1, 'web', 1, "
+                "'2026-11-24 08:00:00.000000', '2026-11-24 08:00:00.000000', 1)",
+                (n, f"T{n}", f"三楼打印机卡纸 {n}"),
+            )
+            conn.execute(
+                "INSERT INTO messages (ticket_id, author_id, body, internal, channel, created_at) "
+                "VALUES (?, 1, '邮箱提示密码错误', 0, 'web', '2026-11-24 08:00:00.000000')",
+                (n,),
+            )
+
+    result = runner.invoke(cli, ["reindex", "--batch", "2"], env=env)
+    again = runner.invoke(cli, ["reindex"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "10 search document(s) written" in result.stdout
+    assert again.exit_code == 0, again.output  # idempotent: the same documents, refreshed
+    match = "SELECT count(*) FROM search_docs_fts WHERE search_docs_fts MATCH ?"
+    assert query(tmp_path, match, '"密码"') == [(5,)]
+    assert query(tmp_path, match, '"打印机"') == [(5,)]
+    assert query(tmp_path, "SELECT count(*) FROM search_docs") == [(10,)]
+
+
 def test_create_admin_creates_an_admin_account(runner, env, tmp_path):
     result = runner.invoke(cli, ["create-admin", "--username", "boss", "--password", "a long password"], env=env)
 

@@ -25,6 +25,9 @@ from app.services.ticket import DISPATCH_EVENT, TicketService
 from app.services.webhook import DeliveryFailed, WebhookService, delivery_key, wants
 
 AUTO_CLOSE = "tickets.auto_close"
+# Rebuilds the search index batch by batch, each job queuing the next (migration 0009 queues
+# the first one when it finds tickets written before search existed).
+REINDEX = "search.reindex"
 PURGE = "maintenance.purge"
 DELIVER_WEBHOOK = "webhooks.deliver"
 BATCH = 500
@@ -56,6 +59,17 @@ def build_handlers(
             due = select(Ticket.id).where(Ticket.status == TicketStatus.resolved, Ticket.resolved_at <= cutoff)
             for ticket_id in (await session.execute(due.order_by(Ticket.id).limit(BATCH))).scalars().all():
                 await tickets.close_automatically(session, await crud_ticket.reload(session, ticket_id))
+
+    async def reindex(run: JobRun) -> None:
+        if tickets.search is None:
+            return
+        first_id, run_id = int(run.payload.get("from_id", 1)), str(run.payload.get("run", ""))
+        async with run.db.transaction() as session:
+            done = await tickets.search.reindex_tickets(session, first_id, batch=BATCH)
+            if done.last_id is not None:
+                next_id = done.last_id + 1
+                payload = {"from_id": next_id, "run": run_id}
+                await enqueue(session, REINDEX, payload, idempotency_key=f"{REINDEX}:{run_id}:{next_id}")
 
     async def purge(run: JobRun) -> None:
         now = utcnow()
@@ -119,6 +133,7 @@ def build_handlers(
 
     return {
         AUTO_CLOSE: auto_close,
+        REINDEX: reindex,
         PURGE: purge,
         DISPATCH_EVENT: dispatch_event,
         DELIVER_WEBHOOK: deliver_webhook,

@@ -215,16 +215,16 @@ class SearchIndex:
         marks = query.marks()
         return {ticket_id: snippet(text, marks) for ticket_id, text in texts.items()}
 
-    async def reindex_tickets(self, session: AsyncSession, first_id: int, *, batch: int) -> tuple[int, int]:
-        """Re-segment the tickets with id >= first_id, `batch` of them, and their messages.
-        Returns (the last ticket id done, or first_id - 1 when none were left; documents written)."""
+    async def reindex_tickets(self, session: AsyncSession, first_id: int, *, batch: int) -> ReindexedBatch:
+        """Re-segment up to `batch` tickets from id `first_id` on, titles and messages, and
+        upsert their documents (idempotent: safe beside the app's own indexing)."""
         tickets = (
             await session.execute(
                 select(Ticket.id, Ticket.title).where(Ticket.id >= first_id).order_by(Ticket.id).limit(batch)
             )
         ).all()
         if not tickets:
-            return first_id - 1, 0
+            return ReindexedBatch(last_id=None, tickets=0, documents=0)
         last_id = tickets[-1].id
         messages = (
             await session.execute(
@@ -241,7 +241,14 @@ class SearchIndex:
             for m, tokens in zip(messages, segmented[len(tickets) :], strict=True)
         ]
         await crud_search.upsert_docs(session, rows)
-        return last_id, len(rows)
+        return ReindexedBatch(last_id=last_id, tickets=len(tickets), documents=len(rows))
+
+
+@dataclass(frozen=True)
+class ReindexedBatch:
+    last_id: int | None  # None: no ticket from that id on
+    tickets: int
+    documents: int
 
 
 def build_search_index(settings: SearchSettings) -> SearchIndex:

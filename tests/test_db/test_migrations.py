@@ -8,13 +8,15 @@ import asyncio
 import secrets
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Boolean, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -203,3 +205,80 @@ async def test_current_revision_is_none_before_migrating_and_head_after(fresh_da
     await migrate.upgrade(fresh_database_url)
 
     assert await migrate.current_revision(engine) == HEAD
+
+
+async def test_tickets_from_before_search_are_indexed_by_the_backfill_the_migration_queues(
+    fresh_database_url, engine, tmp_path
+):
+    from sqlalchemy import Integer, String, column, func, select, table
+
+    from app.core.config import SearchSettings, Settings
+    from app.db.base import UTCDateTime
+    from app.db.session import Database
+    from app.jobs.handlers import build_worker
+    from app.models.search import SearchDoc
+    from app.services.search import build_search_index
+    from app.services.ticket import TicketService
+    from app.services.webhook import WebhookService
+    from tests.conftest import TEST_SECRET
+
+    await migrate.upgrade(fresh_database_url, FIRST)
+    await insert_users_and_identities(engine)
+    await migrate.upgrade(fresh_database_url, "0008_qq_helpdesk")
+    now = datetime.now(UTC)
+    tickets = table(
+        "tickets",
+        *(column(name, String) for name in ("number", "title", "status", "priority", "channel")),
+        *(column(name, Integer) for name in ("id", "priority_rank", "requester_id", "version")),
+        column("created_at", UTCDateTime()),
+        column("updated_at", UTCDateTime()),
+    )
+    messages = table(
+        "messages",
+        column("ticket_id", Integer),
+        column("author_id", Integer),
+        column("body", String),
+        column("internal", Boolean),
+        column("channel", String),
+        column("created_at", UTCDateTime()),
+    )
+    old = {"status": "new", "priority": "normal", "priority_rank": 1, "channel": "web", "requester_id": 1, "version": 1}
+    async with engine.begin() as conn:
+        await conn.execute(
+            tickets.insert(),
+            [
+                {**old, "id": n, "number": f"T{n}", "title": f"打印机卡纸 {n}", "created_at": now, "updated_at": now}
+                for n in (1, 2, 3)
+            ],
+        )
+        await conn.execute(
+            messages.insert(),
+            [
+                {
+                    "ticket_id": n,
+                    "author_id": 1,
+                    "body": "提示密码错误",
+                    "internal": n == 3,
+                    "channel": "web",
+                    "created_at": now,
+                }
+                for n in (1, 2, 3)
+            ],
+        )
+
+    await migrate.upgrade(fresh_database_url)
+
+    settings = Settings(_env_file=None, database_url=fresh_database_url, secret_key=TEST_SECRET, data_dir=tmp_path)  # type: ignore[call-arg,arg-type]
+    db = Database(fresh_database_url)
+    http = httpx.AsyncClient()
+    try:
+        service = TicketService(settings.tickets, timezone=settings.tz, search=build_search_index(SearchSettings()))
+        worker = build_worker(settings, db, service, WebhookService(settings.webhooks, http))
+        assert await worker.run_until_idle() >= 1
+        async with db.transaction(write=False) as session:
+            docs = (await session.execute(select(func.count()).select_from(SearchDoc))).scalar_one()
+            internal = (await session.execute(select(func.count()).where(SearchDoc.internal))).scalar_one()
+    finally:
+        await http.aclose()
+        await db.dispose()
+    assert (docs, internal) == (6, 1)
