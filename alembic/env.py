@@ -21,8 +21,9 @@ target_metadata = Base.metadata
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    # Full-text search objects (FTS5 tables, the GIN index) are made by migrations, not models.
-    return not (type_ in ("table", "index") and name is not None and "_fts" in name)
+    # Full-text search objects (FTS5 tables, the tsvector column, its GIN index) are made by
+    # migrations, not models.
+    return not (type_ in ("table", "index", "column") and name is not None and "_fts" in name)
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:

@@ -101,7 +101,7 @@ def test_reindex_rebuilds_the_search_index_from_tickets_and_messages(runner, env
     assert again.exit_code == 0, again.output  # idempotent: the same documents, refreshed
     match = "SELECT count(*) FROM search_docs_fts WHERE search_docs_fts MATCH ?"
     assert query(tmp_path, match, '"密码"') == [(5,)]
-    assert query(tmp_path, match, '"打印机"') == [(5,)]
+    assert query(tmp_path, match, '"打印机"') == [(10,)]  # the titles, and the messages through them
     assert query(tmp_path, "SELECT count(*) FROM search_docs") == [(10,)]
 
 

@@ -4,8 +4,9 @@ Revision ID: 0009_search
 Revises: 0008_qq_helpdesk
 Create Date: 2026-11-24 14:00:00
 
-SQLite: an FTS5 table over `search_docs.tokens` (external content, kept in step by triggers).
-PostgreSQL: a GIN index on `to_tsvector('simple', tokens)`. Neither exists in the models
+SQLite: an FTS5 table over `tokens` and `context_tokens` (external content, kept in step by
+triggers). PostgreSQL: a stored tsvector column `tokens_fts` over both, with a GIN index.
+Neither exists in the models
 (alembic/env.py skips `_fts` objects); a later migration that rebuilds `search_docs` in batch
 mode on SQLite must recreate the triggers.
 """
@@ -24,18 +25,26 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SQLITE_FTS = [
-    "CREATE VIRTUAL TABLE search_docs_fts USING fts5("
-    "tokens, content='search_docs', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE VIRTUAL TABLE search_docs_fts USING fts5(tokens, context_tokens, "
+    "content='search_docs', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
     "CREATE TRIGGER search_docs_fts_insert AFTER INSERT ON search_docs BEGIN "
-    "INSERT INTO search_docs_fts(rowid, tokens) VALUES (new.id, new.tokens); END",
+    "INSERT INTO search_docs_fts(rowid, tokens, context_tokens) VALUES (new.id, new.tokens, new.context_tokens); "
+    "END",
     "CREATE TRIGGER search_docs_fts_delete AFTER DELETE ON search_docs BEGIN "
-    "INSERT INTO search_docs_fts(search_docs_fts, rowid, tokens) VALUES ('delete', old.id, old.tokens); END",
-    "CREATE TRIGGER search_docs_fts_update AFTER UPDATE OF tokens ON search_docs BEGIN "
-    "INSERT INTO search_docs_fts(search_docs_fts, rowid, tokens) VALUES ('delete', old.id, old.tokens); "
-    "INSERT INTO search_docs_fts(rowid, tokens) VALUES (new.id, new.tokens); END",
+    "INSERT INTO search_docs_fts(search_docs_fts, rowid, tokens, context_tokens) "
+    "VALUES ('delete', old.id, old.tokens, old.context_tokens); END",
+    "CREATE TRIGGER search_docs_fts_update AFTER UPDATE OF tokens, context_tokens ON search_docs BEGIN "
+    "INSERT INTO search_docs_fts(search_docs_fts, rowid, tokens, context_tokens) "
+    "VALUES ('delete', old.id, old.tokens, old.context_tokens); "
+    "INSERT INTO search_docs_fts(rowid, tokens, context_tokens) VALUES (new.id, new.tokens, new.context_tokens); "
+    "END",
 ]
+# Stored, not an expression index: ranking and the newest-first scan read it for every
+# candidate row, and parsing the text again each time costs twenty times more.
 POSTGRES_FTS = [
-    "CREATE INDEX search_docs_fts_gin ON search_docs USING gin (to_tsvector('simple', tokens))",
+    "ALTER TABLE search_docs ADD COLUMN tokens_fts tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('simple', tokens || ' ' || context_tokens)) STORED",
+    "CREATE INDEX search_docs_fts_gin ON search_docs USING gin (tokens_fts)",
 ]
 
 
@@ -47,6 +56,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Integer(), nullable=True),
         sa.Column("internal", sa.Boolean(), nullable=False),
         sa.Column("tokens", sa.Text(), nullable=False),
+        sa.Column("context_tokens", sa.Text(), server_default="", nullable=False),
         sa.ForeignKeyConstraint(
             ["ticket_id"], ["tickets.id"], name=op.f("fk_search_docs_ticket_id_tickets"), ondelete="CASCADE"
         ),
@@ -113,6 +123,7 @@ def downgrade() -> None:
         op.execute("DROP TABLE IF EXISTS search_docs_fts")
     else:
         op.execute("DROP INDEX IF EXISTS search_docs_fts_gin")
+        op.execute("ALTER TABLE search_docs DROP COLUMN IF EXISTS tokens_fts")
     with op.batch_alter_table("search_docs", schema=None) as batch_op:
         batch_op.drop_index("uq_search_docs_title")
         batch_op.drop_index(batch_op.f("ix_search_docs_ticket_id"))

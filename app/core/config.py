@@ -151,6 +151,9 @@ class SearchSettings(BaseModel):
     # A 1-2 character query that is not a dictionary word is a substring scan (no index can
     # serve it); it looks at this many of the newest titles and messages.
     like_window: int = Field(default=200_000, ge=1000)
+    # Relevance is computed for the newest this-many matching texts (after filters and
+    # visibility), so a common word costs the same at any size; other sorts see every match.
+    rank_window: int = Field(default=1000, ge=100)
 
 
 class Settings(BaseSettings):

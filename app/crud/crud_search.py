@@ -1,11 +1,18 @@
 """The SQL of search: keeping `search_docs` in step with titles and messages, and matching
 segmented query terms against it on either database.
 
-SQLite matches through the FTS5 table `search_docs_fts` (rowid = search_docs.id) and ranks with
-`bm25()` (negative: smaller is better); PostgreSQL matches `to_tsvector('simple', tokens)`
-through its GIN expression index and ranks with `ts_rank`. A term is one segmented word, always
-passed as a bound parameter: FTS5 gets it double-quoted (a phrase of one token, so no query
-syntax can leak in), PostgreSQL through `plainto_tsquery`.
+A document matches when its own tokens and its `context_tokens` (the ticket's title, copied
+onto every message) hold every term: "宿舍 连不上" finds a message saying 连不上 on a ticket
+titled 宿舍网络. SQLite matches through the FTS5 table `search_docs_fts` (rowid =
+search_docs.id, both columns indexed); PostgreSQL through the stored `tokens_fts` tsvector and
+its GIN index. Neither object is in the models (see migration 0009_search). A term is one
+segmented word, always a bound parameter: FTS5 gets it double-quoted (a one-token phrase, so
+no query syntax leaks in), PostgreSQL through `plainto_tsquery`.
+
+Relevance is computed by the same SQL expression on both databases (term frequency in the
+document's own tokens over its length, a title counting double), so both rank alike; it is
+computed for the newest `window` matching documents only, which keeps a common word as cheap
+at a million tickets as at ten thousand.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Subquery,
     case,
+    cast,
     column,
     func,
     literal,
@@ -42,20 +51,27 @@ from app.models.ticket import Message, Ticket
 
 # A title counts this much more than a message with the same match.
 TITLE_WEIGHT = 2.0
+# Rows per upsert statement: 5 parameters each, well under both drivers' limits.
+_UPSERT_CHUNK = 1000
 
 
 @dataclass(frozen=True)
 class DocRow:
-    """One searchable text, segmented: the title (message_id None) or a message."""
+    """One searchable text, segmented: the title (message_id None) or a message, which also
+    carries its ticket's title tokens as context."""
 
     ticket_id: int
     message_id: int | None
     internal: bool
     tokens: str
+    context_tokens: str = ""
 
 
 def is_sqlite(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+# --- keeping the documents in step ---------------------------------------------------------
 
 
 async def upsert_docs(session: AsyncSession, rows: Sequence[DocRow]) -> None:
@@ -63,9 +79,6 @@ async def upsert_docs(session: AsyncSession, rows: Sequence[DocRow]) -> None:
     whoever writes a document last writes the same tokens for the same text."""
     for start in range(0, len(rows), _UPSERT_CHUNK):
         await _upsert_chunk(session, rows[start : start + _UPSERT_CHUNK])
-
-
-_UPSERT_CHUNK = 1000  # rows per statement: 4 parameters each, well under both drivers' limits
 
 
 async def _upsert_chunk(session: AsyncSession, rows: Sequence[DocRow]) -> None:
@@ -78,7 +91,7 @@ async def _upsert_chunk(session: AsyncSession, rows: Sequence[DocRow]) -> None:
             stmt.on_conflict_do_update(
                 index_elements=[SearchDoc.ticket_id],
                 index_where=text("message_id IS NULL"),
-                set_={"tokens": stmt.excluded.tokens, "internal": stmt.excluded.internal},
+                set_={"tokens": stmt.excluded.tokens},
             )
         )
     if messages:
@@ -88,6 +101,7 @@ async def _upsert_chunk(session: AsyncSession, rows: Sequence[DocRow]) -> None:
                 index_elements=[SearchDoc.message_id],
                 set_={
                     "tokens": stmt.excluded.tokens,
+                    "context_tokens": stmt.excluded.context_tokens,
                     "internal": stmt.excluded.internal,
                     "ticket_id": stmt.excluded.ticket_id,
                 },
@@ -96,76 +110,131 @@ async def _upsert_chunk(session: AsyncSession, rows: Sequence[DocRow]) -> None:
 
 
 def _values(row: DocRow) -> dict[str, Any]:
-    return {"ticket_id": row.ticket_id, "message_id": row.message_id, "internal": row.internal, "tokens": row.tokens}
+    return {
+        "ticket_id": row.ticket_id,
+        "message_id": row.message_id,
+        "internal": row.internal,
+        "tokens": row.tokens,
+        "context_tokens": row.context_tokens,
+    }
+
+
+async def title_tokens(session: AsyncSession, ticket_id: int) -> str:
+    """The stored tokens of a ticket's title (a new message's context: not segmented again)."""
+    stmt = select(SearchDoc.tokens).where(SearchDoc.ticket_id == ticket_id, SearchDoc.message_id.is_(None))
+    return (await session.execute(stmt)).scalar_one_or_none() or ""
+
+
+async def set_context(session: AsyncSession, ticket_id: int) -> None:
+    """Copy the ticket's title tokens onto its messages' documents (after a new title, or
+    after messages were merged in)."""
+    title = (
+        select(SearchDoc.tokens)
+        .where(SearchDoc.ticket_id == ticket_id, SearchDoc.message_id.is_(None))
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(SearchDoc)
+        .where(SearchDoc.ticket_id == ticket_id, SearchDoc.message_id.is_not(None))
+        .values(context_tokens=func.coalesce(title, ""))
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def move_docs(session: AsyncSession, *, source_id: int, target_id: int) -> None:
-    """Messages merged into another ticket take their documents along (the title stays)."""
+    """Messages merged into another ticket take their documents along (the title stays), with
+    the target's title as their context."""
     await session.execute(
         update(SearchDoc)
         .where(SearchDoc.ticket_id == source_id, SearchDoc.message_id.is_not(None))
         .values(ticket_id=target_id)
         .execution_options(synchronize_session=False)
     )
+    await set_context(session, target_id)
 
 
 # --- matching ------------------------------------------------------------------------------
 
-# The FTS5 table (SQLite only), addressed through its rowid and its own name in MATCH / bm25.
+# The FTS5 table (SQLite only), joined through its rowid and named in MATCH.
 _FTS = table("search_docs_fts", column("rowid", Integer))
+# The stored tsvector (PostgreSQL only).
+_TSV: ColumnElement[Any] = literal_column("search_docs.tokens_fts")
+
+
+def _matches(session: AsyncSession, terms: Sequence[str]) -> tuple[ColumnElement[bool], bool]:
+    """The condition "this document holds every term", and whether it needs the FTS5 join."""
+    if is_sqlite(session):
+        query = " ".join(f'"{term}"' for term in terms)  # implicit AND of one-token phrases
+        return literal_column("search_docs_fts").op("MATCH")(literal(query, String)), True
+    parts = [func.plainto_tsquery(literal_column("'simple'"), literal(term, String)) for term in terms]
+    combined: ColumnElement[Any] = parts[0]
+    for part in parts[1:]:
+        combined = combined.op("&&")(part)
+    return _TSV.op("@@")(combined), False
 
 
 def _visible(include_internal: bool) -> ColumnElement[bool]:
     return true() if include_internal else SearchDoc.internal.is_(False)
 
 
-def _docs_matching_any(
-    session: AsyncSession, terms: Sequence[str], *, include_internal: bool
-) -> Select[int, int | None, float]:
-    """(ticket_id, message_id, score) of the visible documents holding at least one term;
-    score is positive, larger is better, comparable within one query only."""
-    if is_sqlite(session):
-        query = " OR ".join(f'"{term}"' for term in terms)
-        # bm25() only works in the statement that scans the FTS table: scored there, as a
-        # materialised CTE (never flattened into the join), then joined to the documents.
-        ranked = (
-            select(_FTS.c.rowid, (-literal_column("bm25(search_docs_fts)", Float)).label("score"))
-            .where(literal_column("search_docs_fts").op("MATCH")(literal(query, String)))
-            .cte()
-            .prefix_with("MATERIALIZED")
-        )
-        stmt = select(SearchDoc.ticket_id, SearchDoc.message_id, ranked.c.score).join(
-            ranked, ranked.c.rowid == SearchDoc.id
-        )
+def _score(terms: Sequence[str]) -> ColumnElement[Any]:
+    """Occurrences of the terms in the document's own tokens, over its length in tokens; a
+    title counts double. Plain SQL, the same on both databases."""
+    padded = literal(" ") + SearchDoc.tokens + literal(" ")
+    occurrences: ColumnElement[Any] = literal(0)
+    for term in terms:
+        needle = f" {term} "
+        removed = func.length(padded) - func.length(func.replace(padded, needle, " "))
+        occurrences = occurrences + removed // (len(needle) - 1)  # exact: integer division
+    length = func.length(SearchDoc.tokens) - func.length(func.replace(SearchDoc.tokens, " ", "")) + 1
+    weight = case((SearchDoc.message_id.is_(None), TITLE_WEIGHT), else_=1.0)
+    return cast(occurrences, Float) * weight / (cast(length, Float) / 10.0 + 1.0)
+
+
+def ranked_hits(
+    session: AsyncSession,
+    terms: Sequence[str],
+    *,
+    tickets: Select[Any],
+    include_internal: bool,
+    window: int,
+) -> Subquery:
+    """(ticket_id, score) from the newest `window` visible documents that match every term
+    (for a customer: all of theirs), on tickets of `tickets` (the caller's readable and filtered
+    statement, applied before the window, so filters never empty it), each ticket's documents'
+    scores summed."""
+    match, needs_fts = _matches(session, terms)
+    candidates = select(SearchDoc.ticket_id, _score(terms).label("score")).where(_visible(include_internal))
+    if tickets.whereclause is not None:  # unfiltered staff searches skip the join
+        candidates = candidates.join(Ticket, Ticket.id == SearchDoc.ticket_id).where(tickets.whereclause)
+    if not include_internal:
+        # A customer's own tickets are few: start from them (the requester index) and ask the
+        # index about each of their documents; no window is needed.
+        if needs_fts:
+            match = select(_FTS.c.rowid).where(match, _FTS.c.rowid == SearchDoc.id).exists()
+        newest = candidates.where(match).subquery("candidates")
+    elif needs_fts:
+        # Staff search everything: FTS5 drives, read newest first (ordered by its own rowid, the
+        # same id), and stops after `window` rows instead of sorting every match.
+        candidates = candidates.join(_FTS, _FTS.c.rowid == SearchDoc.id).where(match)
+        newest = candidates.order_by(_FTS.c.rowid.desc()).limit(window).subquery("candidates")
     else:
-        vector = func.to_tsvector(literal_column("'simple'"), SearchDoc.tokens)
-        tsquery = _pg_tsquery(terms)
-        stmt = select(SearchDoc.ticket_id, SearchDoc.message_id, func.ts_rank(vector, tsquery).label("score")).where(
-            vector.op("@@")(tsquery)
-        )
-    return stmt.where(_visible(include_internal))
+        newest = candidates.where(match).order_by(SearchDoc.id.desc()).limit(window).subquery("candidates")
+    return (
+        select(newest.c.ticket_id, func.sum(newest.c.score).label("score"))
+        .group_by(newest.c.ticket_id)
+        .subquery("hits")
+    )
 
 
-def _pg_tsquery(terms: Sequence[str]) -> ColumnElement[Any]:
-    parts = [func.plainto_tsquery(literal_column("'simple'"), literal(term, String)) for term in terms]
-    combined: ColumnElement[Any] = parts[0]
-    for part in parts[1:]:
-        combined = combined.op("||")(part)
-    return combined
-
-
-def ticket_scores(session: AsyncSession, terms: Sequence[str], *, include_internal: bool) -> Select[Any]:
-    """(ticket_id, score) of the tickets whose visible documents, together, hold every term:
-    "wifi 连不上" finds a ticket titled 宿舍 wifi with 一直连不上 in a message. The score sums
-    the matching documents' scores, a title's weighted."""
-    docs = _docs_matching_any(session, terms, include_internal=include_internal).subquery("docs")
-    weighted = docs.c.score * case((docs.c.message_id.is_(None), TITLE_WEIGHT), else_=1.0)
-    stmt = select(docs.c.ticket_id, func.sum(weighted).label("score")).group_by(docs.c.ticket_id)
-    if len(terms) > 1:
-        for term in terms:
-            holders = _docs_matching_any(session, [term], include_internal=include_internal).subquery()
-            stmt = stmt.where(docs.c.ticket_id.in_(select(holders.c.ticket_id)))
-    return stmt
+def all_hits(session: AsyncSession, terms: Sequence[str], *, include_internal: bool) -> Select[Any]:
+    """The ids of every ticket with a visible document matching every term (for the date and
+    priority sorts, which want every result, not the best of the newest)."""
+    match, needs_fts = _matches(session, terms)
+    stmt = select(SearchDoc.ticket_id)
+    if needs_fts:
+        stmt = stmt.join(_FTS, _FTS.c.rowid == SearchDoc.id)
+    return stmt.where(match, _visible(include_internal))
 
 
 def like_matches(pattern: str, *, include_internal: bool, newest_docs: int) -> CompoundSelect[int]:
@@ -185,21 +254,19 @@ def like_matches(pattern: str, *, include_internal: bool, newest_docs: int) -> C
     return union(titles, bodies)
 
 
-async def best_docs(
-    session: AsyncSession, terms: Sequence[str], ticket_ids: Sequence[int], *, include_internal: bool
-) -> dict[int, tuple[int | None, float]]:
-    """For each ticket of a result page: its best-scoring matching document (message id, or
-    None for the title), to cut the snippet from."""
-    docs = _docs_matching_any(session, terms, include_internal=include_internal).subquery("docs")
-    weighted = docs.c.score * case((docs.c.message_id.is_(None), TITLE_WEIGHT), else_=1.0)
-    rows = await session.execute(
-        select(docs.c.ticket_id, docs.c.message_id, weighted).where(docs.c.ticket_id.in_(list(ticket_ids)))
+# --- snippets --------------------------------------------------------------------------------
+
+
+async def page_docs(
+    session: AsyncSession, ticket_ids: Sequence[int], *, include_internal: bool
+) -> list[tuple[int, int | None, str]]:
+    """(ticket_id, message_id, tokens) of the visible documents of a result page's tickets."""
+    if not ticket_ids:
+        return []
+    stmt = select(SearchDoc.ticket_id, SearchDoc.message_id, SearchDoc.tokens).where(
+        SearchDoc.ticket_id.in_(list(ticket_ids)), _visible(include_internal)
     )
-    best: dict[int, tuple[int | None, float]] = {}
-    for ticket_id, message_id, score in rows:
-        if ticket_id not in best or score > best[ticket_id][1]:
-            best[ticket_id] = (message_id, float(score))
-    return best
+    return [(t, m, tokens) for t, m, tokens in await session.execute(stmt)]
 
 
 async def message_bodies(session: AsyncSession, message_ids: Sequence[int]) -> dict[int, str]:

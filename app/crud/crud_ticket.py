@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, Subquery, and_, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, Subquery, and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +19,6 @@ from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from app.core.errors import TicketNotFound
-from app.crud import crud_search
 from app.db.base import utcnow
 from app.models.attachment import Attachment
 from app.models.tag import Tag, ticket_tags
@@ -189,21 +188,6 @@ async def list_page(
         stmt = stmt.where(sort.after(*after))
     stmt = stmt.order_by(*sort.order_by()).limit(limit + 1).options(*TICKET_LOADS)
     return list((await session.execute(stmt)).unique().scalars())
-
-
-def search_hits(
-    session: AsyncSession, user: User, *, terms: Sequence[str], substring: str | None, like_window: int
-) -> Subquery:
-    """(ticket_id, score) of the tickets whose text `user` may see holds every term (or, for a
-    short non-word query, the substring): internal notes count for staff only. The requester
-    rule is readable_by's, applied by the caller."""
-    include_internal = user.role != Role.customer
-    if substring is not None:
-        matches = crud_search.like_matches(
-            substring, include_internal=include_internal, newest_docs=like_window
-        ).subquery("matches")
-        return select(matches.c.ticket_id, literal(0.0, Float).label("score")).subquery("hits")
-    return crud_search.ticket_scores(session, terms, include_internal=include_internal).subquery("hits")
 
 
 async def search_page(

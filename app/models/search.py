@@ -1,8 +1,9 @@
 """Search documents: one row per searchable text (a ticket's title, each message), holding its
 segmented tokens and the visibility of the text it came from.
 
-The full-text index over `tokens` lives outside the models (see the migration 0009_search):
-an FTS5 table on SQLite, a GIN expression index on PostgreSQL.
+The full-text index lives outside the models (see the migration 0009_search): an FTS5 table
+over `tokens` and `context_tokens` on SQLite; on PostgreSQL a stored tsvector column
+`tokens_fts` over both, with a GIN index.
 """
 
 from __future__ import annotations
@@ -33,3 +34,5 @@ class SearchDoc(Base):
     # A copy of the message's `internal`: a customer's query never matches an internal note.
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
     tokens: Mapped[str] = mapped_column(Text)
+    # Messages carry their ticket's title tokens, so a query can match words of both.
+    context_tokens: Mapped[str] = mapped_column(Text, default="", server_default="")

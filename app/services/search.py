@@ -23,9 +23,10 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jieba
-from sqlalchemy import select
+from sqlalchemy import Float, Select, Subquery, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import SearchSettings
@@ -175,9 +176,10 @@ class SearchIndex:
     """Keeps `search_docs` in step with titles and messages, and parses queries. Segmentation
     runs in a worker thread, never on the event loop; each new text is segmented once."""
 
-    def __init__(self, segmenter: Segmenter, *, like_window: int = 200_000) -> None:
+    def __init__(self, segmenter: Segmenter, *, like_window: int = 200_000, rank_window: int = 1000) -> None:
         self.segmenter = segmenter
         self.like_window = like_window
+        self.rank_window = rank_window
 
     async def load(self) -> None:
         await asyncio.to_thread(self.segmenter.load)
@@ -185,13 +187,39 @@ class SearchIndex:
     async def parse(self, text: str) -> SearchQuery:
         return await asyncio.to_thread(parse_query, self.segmenter, text)
 
-    async def index_title(self, session: AsyncSession, ticket: Ticket) -> None:
+    async def index_title(self, session: AsyncSession, ticket: Ticket, *, renamed: bool = False) -> None:
+        """The title's document; after a rename, also the context of the ticket's messages."""
         tokens = await asyncio.to_thread(self.segmenter.segment, ticket.title)
         await crud_search.upsert_docs(session, [DocRow(ticket.id, None, False, tokens)])
+        if renamed:
+            await crud_search.set_context(session, ticket.id)
 
     async def index_message(self, session: AsyncSession, message: Message) -> None:
+        """Only the new text is segmented; the title's tokens are read from its document."""
         tokens = await asyncio.to_thread(self.segmenter.segment, message.body)
-        await crud_search.upsert_docs(session, [DocRow(message.ticket_id, message.id, message.internal, tokens)])
+        context = await crud_search.title_tokens(session, message.ticket_id)
+        row = DocRow(message.ticket_id, message.id, message.internal, tokens, context)
+        await crud_search.upsert_docs(session, [row])
+
+    def hits(self, session: AsyncSession, query: SearchQuery, *, tickets: Select[Any], staff: bool) -> Subquery:
+        """(ticket_id, score) of the tickets of `tickets` (readable, filtered) matching `query`,
+        best first: the newest `rank_window` matching texts ranked, or for a short substring
+        query the matches in the newest `like_window` texts (score 0: newest first)."""
+        if query.substring is not None:
+            found = crud_search.like_matches(
+                query.substring, include_internal=staff, newest_docs=self.like_window
+            ).subquery("found")
+            return select(found.c.ticket_id, literal(0.0, Float).label("score")).subquery("hits")
+        return crud_search.ranked_hits(
+            session, query.terms, tickets=tickets, include_internal=staff, window=self.rank_window
+        )
+
+    def every_hit(self, session: AsyncSession, query: SearchQuery, *, staff: bool) -> Select[Any]:
+        """The ids of every ticket matching `query` (for sorts other than relevance)."""
+        if query.substring is not None:
+            found = crud_search.like_matches(query.substring, include_internal=staff, newest_docs=self.like_window)
+            return select(found.subquery().c.ticket_id)
+        return crud_search.all_hits(session, query.terms, include_internal=staff)
 
     async def snippets(
         self, session: AsyncSession, query: SearchQuery, tickets: Sequence[Ticket], *, include_internal: bool
@@ -199,19 +227,19 @@ class SearchIndex:
         """A highlighted excerpt per ticket of a result page, from its best matching text (two
         statements for the whole page)."""
         ids = [ticket.id for ticket in tickets]
+        titles = {t.id: t.title for t in tickets}
         texts: dict[int, str] = {}
         if query.substring is not None:
-            in_title = [t for t in tickets if query.substring in normalise(t.title)]
-            texts = {t.id: t.title for t in in_title}
+            texts = {i: title for i, title in titles.items() if query.substring in normalise(title)}
             others = [i for i in ids if i not in texts]
             texts |= await crud_search.first_bodies_containing(
                 session, query.substring, others, include_internal=include_internal
             )
         elif query.terms:
-            best = await crud_search.best_docs(session, query.terms, ids, include_internal=include_internal)
-            bodies = await crud_search.message_bodies(session, [m for m, _ in best.values() if m is not None])
-            titles = {t.id: t.title for t in tickets}
-            texts = {i: titles[i] if m is None else bodies.get(m, "") for i, (m, _) in best.items()}
+            docs = await crud_search.page_docs(session, ids, include_internal=include_internal)
+            best = _best_documents(docs, query.terms)
+            bodies = await crud_search.message_bodies(session, [m for m in best.values() if m is not None])
+            texts = {i: titles[i] if m is None else bodies.get(m, "") for i, m in best.items()}
         marks = query.marks()
         return {ticket_id: snippet(text, marks) for ticket_id, text in texts.items()}
 
@@ -235,9 +263,10 @@ class SearchIndex:
         ).all()
         texts = [t.title for t in tickets] + [m.body for m in messages]
         segmented = await asyncio.to_thread(lambda: [self.segmenter.segment(t) for t in texts])
-        rows = [DocRow(t.id, None, False, tokens) for t, tokens in zip(tickets, segmented, strict=False)]
+        title_tokens = {t.id: tokens for t, tokens in zip(tickets, segmented, strict=False)}
+        rows = [DocRow(ticket_id, None, False, tokens) for ticket_id, tokens in title_tokens.items()]
         rows += [
-            DocRow(m.ticket_id, m.id, m.internal, tokens)
+            DocRow(m.ticket_id, m.id, m.internal, tokens, title_tokens[m.ticket_id])
             for m, tokens in zip(messages, segmented[len(tickets) :], strict=True)
         ]
         await crud_search.upsert_docs(session, rows)
@@ -251,5 +280,19 @@ class ReindexedBatch:
     documents: int
 
 
+def _best_documents(docs: Sequence[tuple[int, int | None, str]], terms: Sequence[str]) -> dict[int, int | None]:
+    """Per ticket, the document (message id, None for the title) holding the most query
+    terms, then the most occurrences; the title wins ties."""
+    best: dict[int, tuple[tuple[int, int, int], int | None]] = {}
+    for ticket_id, message_id, tokens in docs:
+        words = tokens.split()
+        key = (sum(term in words for term in terms), sum(words.count(term) for term in terms), message_id is None)
+        if key[0] and (ticket_id not in best or key > best[ticket_id][0]):
+            best[ticket_id] = ((key[0], key[1], int(key[2])), message_id)
+    return {ticket_id: message_id for ticket_id, (_, message_id) in best.items()}
+
+
 def build_search_index(settings: SearchSettings) -> SearchIndex:
-    return SearchIndex(Segmenter.shared(settings.user_dictionary), like_window=settings.like_window)
+    return SearchIndex(
+        Segmenter.shared(settings.user_dictionary), like_window=settings.like_window, rank_window=settings.rank_window
+    )

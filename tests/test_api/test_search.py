@@ -48,6 +48,12 @@ GOLDEN = [
 
 
 @pytest.fixture
+def settings(settings):
+    settings.search.rank_window = 100  # the smallest allowed: one test walks past it
+    return settings
+
+
+@pytest.fixture
 async def corpus(client, customer) -> dict[str, int]:
     ids = {}
     for key, (title, body) in CORPUS.items():
@@ -193,3 +199,21 @@ async def test_an_agent_also_matches_internal_notes_but_customers_get_404_for_wh
     await create_user(app, "agent9", Role.agent)
     agent9 = await login(client, "agent9")
     assert await found(client, agent9, "密码") == {corpus["mail"]}
+
+
+async def test_relevance_ranks_the_newest_window_of_matches_after_filters_and_other_sorts_see_all(
+    client, agent, customer
+):
+    oldest = await client.post(TICKETS, json={"title": "打印机卡纸", "body": "打印机又卡纸"}, headers=bearer(customer))
+    await client.patch(f"{TICKETS}/{oldest.json()['id']}", json={"status": "pending"}, headers=bearer(agent))
+    for n in range(60):  # two documents each: 120 newer matches, past the window of 100
+        await client.post(TICKETS, json={"title": f"打印机 {n}", "body": "打印机没反应"}, headers=bearer(customer))
+
+    ranked = await found(client, agent, "打印机")
+    everything = {item["id"] for item in await search(client, agent, "打印机", sort="-created_at", limit=100)}
+    pending = await search(client, agent, "打印机", status="pending")
+
+    assert len(ranked) == 50 and oldest.json()["id"] not in ranked  # the newest 100 texts
+    assert len(everything) == 61  # every match, in date order
+    assert [item["id"] for item in pending] == [oldest.json()["id"]]  # filters come first
+    assert len(await found(client, customer, "打印机")) == 61  # a customer's own: no window

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import Subquery, select
+from sqlalchemy import Subquery
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.v1.dependencies import (
@@ -144,12 +144,16 @@ async def list_tickets(
         sort = "-updated_at"
     elif sort is None:
         sort = "relevance"
-    hits = None
-    if query is not None:
-        hits = crud_ticket.search_hits(
-            session, user, terms=query.terms, substring=query.substring, like_window=ctx.search.like_window
-        )
-    rows, next_cursor = await _ticket_page(session, user, filters, hits, sort, page)
+    if query is None:
+        rows, next_cursor = await _ticket_page(session, user, filters, sort, page)
+    elif sort == "relevance":
+        readable = filters.apply(crud_ticket.readable_by(user))
+        hits = ctx.search.hits(session, query, tickets=readable, staff=is_staff(user))
+        rows, next_cursor = await _ranked_page(session, user, filters, hits, page)
+    else:
+        matching = Ticket.id.in_(ctx.search.every_hit(session, query, staff=is_staff(user)))
+        filters = replace(filters, conditions=[*filters.conditions, matching])
+        rows, next_cursor = await _ticket_page(session, user, filters, sort, page)
     snippets = {}
     if query is not None:
         snippets = await ctx.search.snippets(session, query, rows, include_internal=is_staff(user))
@@ -157,25 +161,23 @@ async def list_tickets(
     return Page[TicketListItem](items=items, next_cursor=next_cursor)
 
 
-async def _ticket_page(
-    session: AsyncSession,
-    user: User,
-    filters: crud_ticket.TicketFilters,
-    hits: Subquery | None,
-    sort: str,
-    page: PageParams,
+async def _ranked_page(
+    session: AsyncSession, user: User, filters: crud_ticket.TicketFilters, hits: Subquery, page: PageParams
 ) -> tuple[list[Ticket], str | None]:
-    """One page in `sort` order and the cursor to the next; with search `hits`, only those."""
-    if sort == "relevance" and hits is not None:
-        scored = await crud_ticket.search_page(
-            session, user, filters, hits, after=_after_score(page.cursor), limit=page.limit
-        )
-        more = len(scored) > page.limit
-        scored = scored[: page.limit]
-        cursor = encode_cursor({"s": sort, "k": scored[-1][1], "i": scored[-1][0].id}) if more else None
-        return [ticket for ticket, _ in scored], cursor
-    if hits is not None:
-        filters = replace(filters, conditions=[*filters.conditions, Ticket.id.in_(select(hits.c.ticket_id))])
+    """One page of search results, best first, and the cursor to the next."""
+    scored = await crud_ticket.search_page(
+        session, user, filters, hits, after=_after_score(page.cursor), limit=page.limit
+    )
+    more = len(scored) > page.limit
+    scored = scored[: page.limit]
+    cursor = encode_cursor({"s": "relevance", "k": scored[-1][1], "i": scored[-1][0].id}) if more else None
+    return [ticket for ticket, _ in scored], cursor
+
+
+async def _ticket_page(
+    session: AsyncSession, user: User, filters: crud_ticket.TicketFilters, sort: str, page: PageParams
+) -> tuple[list[Ticket], str | None]:
+    """One page in `sort` order and the cursor to the next."""
     order = crud_ticket.SORTS[sort]
     rows = await crud_ticket.list_page(session, user, filters, order, after=_after(page.cursor, sort), limit=page.limit)
     if len(rows) <= page.limit:
