@@ -213,7 +213,8 @@ async def test_relevance_ranks_the_newest_window_of_matches_after_filters_and_ot
     everything = {item["id"] for item in await search(client, agent, "打印机", sort="-created_at", limit=100)}
     pending = await search(client, agent, "打印机", status="pending")
 
-    assert len(ranked) == 50 and oldest.json()["id"] not in ranked  # the newest 100 texts
+    assert len(ranked) == 50  # the newest 100 texts: 50 tickets
+    assert oldest.json()["id"] not in ranked
     assert len(everything) == 61  # every match, in date order
     assert [item["id"] for item in pending] == [oldest.json()["id"]]  # filters come first
     assert len(await found(client, customer, "打印机")) == 61  # a customer's own: no window
