@@ -84,6 +84,7 @@ async def _run_worker(*, once: bool) -> None:
     from app.db.session import Database
     from app.jobs.handlers import build_worker
     from app.jobs.wake import RedisJobSignal
+    from app.services.assignment import AutoAssigner
     from app.services.attachment import AttachmentLinks, AttachmentService
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
@@ -96,7 +97,12 @@ async def _run_worker(*, once: bool) -> None:
     await migrations.upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     http = httpx.AsyncClient()
-    tickets = TicketService(settings.tickets, timezone=settings.tz, search=build_search_index(settings.search))
+    tickets = TicketService(
+        settings.tickets,
+        timezone=settings.tz,
+        search=build_search_index(settings.search),
+        assigner=AutoAssigner(),
+    )
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
     # This process holds no bot: it handles QQ events and notifications; the sends are routed

@@ -32,6 +32,7 @@ from app.jobs.wake import RedisJobSignal
 from app.realtime.bus import EventBus
 from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
+from app.services.assignment import AutoAssigner
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
 from app.services.qq_identity import QQIdentityService
@@ -147,7 +148,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         auth=auth,
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
-        tickets=TicketService(settings.tickets, timezone=settings.tz, search=search),
+        tickets=TicketService(settings.tickets, timezone=settings.tz, search=search, assigner=AutoAssigner()),
         search=search,
         links=links,
         attachments=AttachmentService(

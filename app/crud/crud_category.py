@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import CategoryExists, CategoryNotFound, FieldProblem, InvalidReference
 from app.db.base import utcnow
 from app.models.category import Category
+from app.models.team import Team
 from app.models.user import Role, User
 from app.schemas.category import CategoryCreate, CategoryUpdate
 
@@ -84,9 +85,12 @@ async def create(session: AsyncSession, body: CategoryCreate) -> Category:
     parent = await _parent(session, body.parent_id, child=None)
     if parent is not None and not parent.is_active:
         raise FieldProblem("parent_id", "parent_inactive")
+    await _check_team(session, body.team_id)
     if await name_taken(session, body.name, body.parent_id):
         raise CategoryExists
-    category = Category(name=body.name, parent_id=body.parent_id, description=body.description, is_active=True)
+    category = Category(
+        name=body.name, parent_id=body.parent_id, description=body.description, is_active=True, team_id=body.team_id
+    )
     session.add(category)
     await _flush(session)
     return category
@@ -113,8 +117,16 @@ async def update(session: AsyncSession, category: Category, body: CategoryUpdate
     category.name, category.parent_id, category.is_active = name, parent_id, is_active
     if "description" in sent:
         category.description = body.description
+    if "team_id" in sent and body.team_id != category.team_id:
+        await _check_team(session, body.team_id)
+        category.team_id = body.team_id
     await _flush(session)
     return category
+
+
+async def _check_team(session: AsyncSession, team_id: int | None) -> None:
+    if team_id is not None and await session.get(Team, team_id) is None:
+        raise InvalidReference("team_id")
 
 
 async def _deactivate_children(session: AsyncSession, category_id: int) -> None:

@@ -54,7 +54,7 @@ async def name_taken(session: AsyncSession, name: str, *, exclude_id: int | None
 async def create(session: AsyncSession, body: TeamCreate) -> Team:
     if await name_taken(session, body.name):
         raise TeamExists
-    team = Team(name=body.name, description=body.description, members=[])
+    team = Team(name=body.name, description=body.description, assignment=body.assignment, members=[])
     session.add(team)
     await _flush(session)
     return team
@@ -67,6 +67,8 @@ async def update(session: AsyncSession, team: Team, body: TeamUpdate) -> Team:
         team.name = body.name
     if "description" in body.model_fields_set:
         team.description = body.description
+    if body.assignment is not None:
+        team.assignment = body.assignment
     await _flush(session)
     return team
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, String, Table
+from enum import StrEnum
+
+from sqlalchemy import Column, Enum, ForeignKey, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, TimestampMixin
@@ -16,11 +18,26 @@ team_members = Table(
 )
 
 
+class AssignmentStrategy(StrEnum):
+    """How a team hands out tickets routed to it (app/services/assignment.py)."""
+
+    none = "none"
+    round_robin = "round_robin"
+    least_open = "least_open"
+
+
 class Team(TimestampMixin, Base):
     __tablename__ = "teams"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str | None] = mapped_column(String(255))
+    assignment: Mapped[AssignmentStrategy] = mapped_column(
+        Enum(AssignmentStrategy, native_enum=False, length=16, validate_strings=True, name="assignmentstrategy"),
+        default=AssignmentStrategy.none,
+        server_default=AssignmentStrategy.none.value,
+    )
+    # Round robin's place in the member list: who got the team's last automatic assignment.
+    last_assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     members: Mapped[list[User]] = relationship(secondary=team_members, lazy="raise", order_by=User.id)

@@ -18,16 +18,20 @@ class CategoryCreate(RequestModel):
     # A parent must itself be a top-level category: one level of nesting.
     parent_id: int | None = None
     description: Description | None = None
+    # Tickets filed under the category go to this team (a subcategory without one: its parent's).
+    team_id: int | None = None
 
 
 class CategoryUpdate(RequestModel):
     """All optional. `parent_id: null` moves the category to the top level and
-    `description: null` clears it; `null` for `name` or `is_active` changes nothing."""
+    `description: null` clears it, `team_id: null` unmaps it; `null` for `name` or `is_active`
+    changes nothing."""
 
     name: CategoryName | None = None
     parent_id: int | None = None
     description: Description | None = None
     is_active: bool | None = None
+    team_id: int | None = None
 
 
 class CategoryRead(ReadModel):
@@ -36,5 +40,6 @@ class CategoryRead(ReadModel):
     parent_id: int | None
     description: str | None
     is_active: bool
+    team_id: int | None
     created_at: datetime
     updated_at: datetime

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from app.models.team import AssignmentStrategy
 from app.schemas.common import ReadModel, RequestModel, clean_line, clean_text
 from app.schemas.ticket import UserRef
 
@@ -17,13 +18,16 @@ Description = Annotated[str, Field(max_length=255), AfterValidator(clean_text)]
 class TeamCreate(RequestModel):
     name: TeamName
     description: Description | None = None
+    # How tickets routed to the team (by their category) are handed to its members.
+    assignment: AssignmentStrategy = AssignmentStrategy.none
 
 
 class TeamUpdate(RequestModel):
-    """All optional; `description: null` clears it, `name: null` changes nothing."""
+    """All optional; `description: null` clears it, `null` for `name` or `assignment` changes nothing."""
 
     name: TeamName | None = None
     description: Description | None = None
+    assignment: AssignmentStrategy | None = None
 
 
 class TeamMembersUpdate(RequestModel):
@@ -36,6 +40,7 @@ class TeamRead(ReadModel):
     id: int
     name: str
     description: str | None
+    assignment: AssignmentStrategy
     members: list[UserRef]
     created_at: datetime
     updated_at: datetime

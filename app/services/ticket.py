@@ -35,6 +35,7 @@ from app.models.ticket import Channel, Message, Priority, Rating, Ticket, Ticket
 from app.models.user import Role, User
 from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
+from app.services.assignment import AutoAssigner
 from app.services.search import SearchIndex
 
 S = TicketStatus
@@ -71,11 +72,20 @@ def is_staff(user: User) -> bool:
 
 
 class TicketService:
-    def __init__(self, settings: TicketSettings, *, timezone: ZoneInfo, search: SearchIndex | None = None) -> None:
+    def __init__(
+        self,
+        settings: TicketSettings,
+        *,
+        timezone: ZoneInfo,
+        search: SearchIndex | None = None,
+        assigner: AutoAssigner | None = None,
+    ) -> None:
         self.settings = settings
         self.timezone = timezone
         # Keeps the full-text index in step with titles and messages (None: nothing indexed).
         self.search = search
+        # Routes unassigned tickets by their category's team (None: no auto-assignment).
+        self.assigner = assigner
 
     # --- create ---------------------------------------------------------------------------
 
@@ -135,6 +145,7 @@ class TicketService:
                 internal=True,
                 data={"assignee_id": [None, body.assignee_id], "team_id": [None, body.team_id]},
             )
+        await self._auto_assign(session, ticket)
         await session.flush()
         return await crud_ticket.reload(session, ticket.id)
 
@@ -245,6 +256,8 @@ class TicketService:
             await self._record(session, ticket, "ticket.updated", actor, data=changes)
         if routing:
             await self._record(session, ticket, "ticket.assigned", actor, internal=True, data=routing)
+        if "category_id" in changes and "assignee_id" not in sent:  # an assignee chosen here wins
+            await self._auto_assign(session, ticket)
         if changes or routing:
             self._touch(ticket, now)
         return await self._save(session, ticket)
@@ -465,6 +478,13 @@ class TicketService:
         await session.flush()
         await enqueue(session, DISPATCH_EVENT, {"event_id": event.id}, idempotency_key=f"event:{event.id}")
         session.info.setdefault(PUBLISH_AFTER_COMMIT, []).append(Frame.of(event, requester_id=ticket.requester_id))
+
+    async def _auto_assign(self, session: AsyncSession, ticket: Ticket) -> None:
+        """An unassigned ticket with a category goes to the category's team and, by the team's
+        strategy, to a member (app/services/assignment.py): internal, by the system."""
+        data = await self.assigner.apply(session, ticket) if self.assigner is not None else None
+        if data is not None:
+            await self._record(session, ticket, "ticket.assigned", None, internal=True, data=data)
 
     def _touch(self, ticket: Ticket, now: datetime) -> None:
         """A change users see: newer updated_at, next version."""

@@ -23,6 +23,7 @@ from app.core.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidCursor,
+    InvalidReference,
     problem_responses,
 )
 from app.core.pagination import after_id, id_page
@@ -62,7 +63,7 @@ async def read_category(category_id: int, user: CurrentUser, session: SessionDep
     response_model=CategoryRead,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses(
-        Forbidden, CategoryExists, FieldProblem, IdempotencyKeyReused, IdempotencyKeyInProgress
+        Forbidden, CategoryExists, FieldProblem, InvalidReference, IdempotencyKeyReused, IdempotencyKeyInProgress
     ),
 )
 async def create_category(
@@ -81,7 +82,7 @@ async def create_category(
 @router.patch(
     "/{category_id}",
     response_model=CategoryRead,
-    responses=problem_responses(Forbidden, CategoryNotFound, CategoryExists, FieldProblem),
+    responses=problem_responses(Forbidden, CategoryNotFound, CategoryExists, FieldProblem, InvalidReference),
 )
 async def update_category(category_id: int, body: CategoryUpdate, admin: AdminUser, session: SessionDep) -> Category:
     category = await crud_category.get(session, category_id)
