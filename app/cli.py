@@ -88,6 +88,7 @@ async def _run_worker(*, once: bool) -> None:
     from app.services.attachment import AttachmentLinks, AttachmentService
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
+    from app.services.sla import SlaService
     from app.services.storage import LocalStorage
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
@@ -97,11 +98,14 @@ async def _run_worker(*, once: bool) -> None:
     await migrations.upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     http = httpx.AsyncClient()
+    sla = SlaService(settings.sla, timezone=settings.tz)
+    sla.load_file()
     tickets = TicketService(
         settings.tickets,
         timezone=settings.tz,
         search=build_search_index(settings.search),
         assigner=AutoAssigner(),
+        sla=sla,
     )
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()

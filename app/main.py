@@ -37,6 +37,7 @@ from app.services.attachment import AttachmentLinks, AttachmentService, upload_b
 from app.services.auth import AuthService
 from app.services.qq_identity import QQIdentityService
 from app.services.search import build_search_index
+from app.services.sla import SlaService
 from app.services.storage import LocalStorage
 from app.services.ticket import TicketService
 from app.services.user import UserService
@@ -138,6 +139,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bus = EventBus()
     search = build_search_index(settings.search)
     await search.load()  # jieba's dictionary, in a thread: about a second, once per process
+    sla = SlaService(settings.sla, timezone=settings.tz)
+    sla.load_file()  # a broken calendar file stops the start, not the first ticket
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -148,7 +151,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         auth=auth,
         users=UserService(settings.auth, hasher=hasher),
         wechat=WeChatClient(settings.wechat, http),
-        tickets=TicketService(settings.tickets, timezone=settings.tz, search=search, assigner=AutoAssigner()),
+        tickets=TicketService(settings.tickets, timezone=settings.tz, search=search, assigner=AutoAssigner(), sla=sla),
+        sla=sla,
         search=search,
         links=links,
         attachments=AttachmentService(

@@ -289,6 +289,16 @@ class QQHelpdesk:
             await self._post_to_agents(session, event, "notify_new_ticket_agents")
         elif event.type == "ticket.updated" and (event.data.get("priority") or [None, None])[1] == Priority.urgent:
             await self._post_to_agents(session, event, "notify_urgent_agents")
+        elif event.type in ("sla.warning", "sla.breached"):
+            key = "notify_sla_warning" if event.type == "sla.warning" else "notify_sla_breached"
+            due = event.data.get("due_at")
+            await self._post_to_agents(
+                session,
+                event,
+                key,
+                target=text(f"sla_target_{event.data.get('target')}", "zh"),
+                due=self._local_time(datetime.fromisoformat(due)) if due else "—",
+            )
         if event.type == "ticket.message_added":
             await self._notify_reply(session, event)
         elif event.type == "ticket.updated" and "status" in event.data:
@@ -343,7 +353,7 @@ class QQHelpdesk:
             max_chars=self.settings.message_max_chars,
         )
 
-    async def _post_to_agents(self, session: AsyncSession, event: TicketEvent, key: str) -> None:
+    async def _post_to_agents(self, session: AsyncSession, event: TicketEvent, key: str, **values: str) -> None:
         if not self.agent_groups:
             return
         ticket = await crud_ticket.reload(session, event.ticket_id)
@@ -359,6 +369,7 @@ class QQHelpdesk:
             requester=ticket.requester.display_name,
             priority=priority_name(ticket.priority, "zh"),
             channel=channel_name(ticket.channel, "zh"),
+            **values,
         )
         for group_id in sorted(self.agent_groups):
             await outbox.queue_text(

@@ -220,11 +220,18 @@ TEXTS: dict[str, tuple[str, str]] = {
         "⚠️ 紧急工单 {number}「{title}」，优先级：{priority}，请尽快处理！",
         '⚠️ Urgent: ticket {number} "{title}", priority {priority}. Please handle it now!',
     ),
-    # notify_sla_warning: {number} {title} {due}
+    # notify_sla_warning, notify_sla_breached: {number} {title} {target} {due}; {target} is
+    # sla_target_first_response or sla_target_resolution
     "notify_sla_warning": (
-        "⏰ 工单 {number}「{title}」即将超时，请在 {due} 前处理。",
-        '⏰ Ticket {number} "{title}" is about to breach its SLA; handle it before {due}.',
+        "⏰ 工单 {number}「{title}」{target}即将超时，请在 {due} 前处理。",
+        '⏰ Ticket {number} "{title}": {target} is about to breach its SLA; handle it before {due}.',
     ),
+    "notify_sla_breached": (
+        "🚨 工单 {number}「{title}」{target}已超时（截止 {due}），请立即处理！",
+        '🚨 Ticket {number} "{title}": {target} breached its SLA (due {due}). Please handle it now!',
+    ),
+    "sla_target_first_response": ("首次响应", "first response"),
+    "sla_target_resolution": ("解决", "resolution"),
     # For the ticket timeline, read by agents.
     "notify_undeliverable": (
         "QQ 通知无法送达：用户未加机器人好友，也没有可以 @ 提醒的群，请通过其他方式联系。",

@@ -156,6 +156,15 @@ class SearchSettings(BaseModel):
     rank_window: int = Field(default=1000, ge=100)
 
 
+class SlaSettings(BaseModel):
+    # The business calendar (working hours, holidays, 调休 make-up days) as TOML or JSON; see
+    # docs/decisions.md "SLA". A calendar saved through /business-calendar wins over it.
+    # Unset: Monday to Friday 09:00-18:00 until an admin saves one.
+    calendar_file: Path | None = None
+    # sla.warning goes out when this share of a target's business time has passed.
+    warning_share: float = Field(default=0.8, gt=0, lt=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HELPDESK_",
@@ -196,6 +205,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    sla: SlaSettings = Field(default_factory=SlaSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -17,6 +17,7 @@ from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
 from app.services.qq_identity import QQIdentityService
 from app.services.search import SearchIndex
+from app.services.sla import SlaService
 from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.webhook import WebhookService
@@ -35,6 +36,7 @@ class AppContext:
     users: UserService
     wechat: WeChatClient
     tickets: TicketService
+    sla: SlaService
     search: SearchIndex
     links: AttachmentLinks
     webhooks: WebhookService

@@ -162,6 +162,16 @@ class TeamExists(Conflict):
     code = "team_exists"
 
 
+class SlaPolicyNotFound(NotFound):
+    code = "sla_policy_not_found"
+
+
+class SlaPolicyExists(Conflict):
+    """Another SLA policy already covers this priority and category."""
+
+    code = "sla_policy_exists"
+
+
 class InvalidTransition(Conflict):
     code = "invalid_transition"
 

@@ -48,6 +48,11 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "canned_response_not_found": ("快捷回复不存在", "Canned response not found"),
     "category_exists": ("同一上级分类下已有同名分类", "A category with this name already exists under that parent"),
     "team_exists": ("团队名称已被占用", "A team with this name already exists"),
+    "sla_policy_not_found": ("SLA 策略不存在", "SLA policy not found"),
+    "sla_policy_exists": (
+        "该优先级和分类已有 SLA 策略",
+        "An SLA policy for this priority and category already exists",
+    ),
     "invalid_transition": ("工单当前状态不允许此操作", "The ticket's status does not allow this change"),
     "ticket_closed": ("工单已关闭，请新建工单", "The ticket is closed; please open a new one"),
     "version_conflict": ("工单已被他人修改，请刷新后重试", "Someone else changed this; reload and try again"),

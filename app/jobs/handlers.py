@@ -29,6 +29,7 @@ AUTO_CLOSE = "tickets.auto_close"
 # the first one when it finds tickets written before search existed).
 REINDEX = "search.reindex"
 PURGE = "maintenance.purge"
+SLA_CHECK = "sla.check"
 DELIVER_WEBHOOK = "webhooks.deliver"
 BATCH = 500
 FINISHED_JOBS_KEPT = timedelta(days=7)
@@ -41,7 +42,11 @@ EventListener = Callable[[AsyncSession, TicketEvent], Awaitable[None]]
 
 
 def periodic_jobs() -> list[Periodic]:
-    return [Periodic(AUTO_CLOSE, every_seconds=600), Periodic(PURGE, every_seconds=3600)]
+    return [
+        Periodic(AUTO_CLOSE, every_seconds=600),
+        Periodic(PURGE, every_seconds=3600),
+        Periodic(SLA_CHECK, every_seconds=60),
+    ]
 
 
 def build_handlers(
@@ -70,6 +75,18 @@ def build_handlers(
                 next_id = done.last_id + 1
                 payload = {"from_id": next_id, "run": run_id}
                 await enqueue(session, REINDEX, payload, idempotency_key=f"{REINDEX}:{run_id}:{next_id}")
+
+    async def sla_check(run: JobRun) -> None:
+        """sla.warning / sla.breached, once per ticket and target (app/services/sla.py), in
+        batches of their own transaction; concurrent runs cannot both claim an alert."""
+        sla = tickets.sla
+        if sla is None:
+            return
+        while True:
+            async with run.db.transaction() as session:
+                sent = await sla.check(session, tickets, utcnow(), limit=BATCH)
+            if sent < BATCH:
+                return
 
     async def purge(run: JobRun) -> None:
         now = utcnow()
@@ -135,6 +152,7 @@ def build_handlers(
         AUTO_CLOSE: auto_close,
         REINDEX: reindex,
         PURGE: purge,
+        SLA_CHECK: sla_check,
         DISPATCH_EVENT: dispatch_event,
         DELIVER_WEBHOOK: deliver_webhook,
     }

@@ -10,6 +10,7 @@ from app.models.job import Job, JobStatus
 from app.models.qq import InboxStatus, QQBindingCode, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.realtime_token import RealtimeToken
 from app.models.search import SearchDoc
+from app.models.sla import BusinessCalendarRow, SlaPolicy, TicketSla
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team, team_members
 from app.models.ticket import (
@@ -30,6 +31,7 @@ __all__ = [
     "Attachment",
     "AuthSession",
     "Base",
+    "BusinessCalendarRow",
     "CannedResponse",
     "Category",
     "Channel",
@@ -51,11 +53,13 @@ __all__ = [
     "RefreshToken",
     "Role",
     "SearchDoc",
+    "SlaPolicy",
     "Tag",
     "Team",
     "Ticket",
     "TicketEvent",
     "TicketNumberCounter",
+    "TicketSla",
     "TicketStatus",
     "User",
     "Webhook",

@@ -37,6 +37,7 @@ from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
 from app.services.assignment import AutoAssigner
 from app.services.search import SearchIndex
+from app.services.sla import SlaService
 
 S = TicketStatus
 # The job kind that fans a timeline event out (see app/jobs/handlers.py).
@@ -79,6 +80,7 @@ class TicketService:
         timezone: ZoneInfo,
         search: SearchIndex | None = None,
         assigner: AutoAssigner | None = None,
+        sla: SlaService | None = None,
     ) -> None:
         self.settings = settings
         self.timezone = timezone
@@ -86,6 +88,8 @@ class TicketService:
         self.search = search
         # Routes unassigned tickets by their category's team (None: no auto-assignment).
         self.assigner = assigner
+        # Keeps SLA due dates in step with every change, as bookkeeping (None: no SLA).
+        self.sla = sla
 
     # --- create ---------------------------------------------------------------------------
 
@@ -146,6 +150,8 @@ class TicketService:
                 data={"assignee_id": [None, body.assignee_id], "team_id": [None, body.team_id]},
             )
         await self._auto_assign(session, ticket)
+        if self.sla is not None:
+            await self.sla.refresh(session, ticket, now)
         await session.flush()
         return await crud_ticket.reload(session, ticket.id)
 
@@ -452,6 +458,11 @@ class TicketService:
         data = {"attachment": {"name": name, "status": "failed", "reason": reason}}
         await self._record(session, ticket, "ticket.updated", None, internal=True, data=data)
 
+    async def record_sla_event(self, session: AsyncSession, ticket: Ticket, kind: str, data: dict[str, Any]) -> None:
+        """`sla.warning` / `sla.breached` from the periodic check (app/services/sla.py): for
+        agents (internal), by the system, bookkeeping (`version` stays)."""
+        await self._record(session, ticket, kind, None, internal=True, data=data)
+
     # --- shared steps ---------------------------------------------------------------------
 
     async def _record(
@@ -494,6 +505,8 @@ class TicketService:
     async def _save(self, session: AsyncSession, ticket: Ticket) -> Ticket:
         # A lost race shows up as StaleDataError at this (or an earlier) flush; the error
         # handlers answer it as 409 version_conflict.
+        if self.sla is not None:  # every change ends here: status, priority, category, first reply
+            await self.sla.refresh(session, ticket, utcnow())
         await session.flush()
         return await crud_ticket.reload(session, ticket.id)
 

@@ -10,6 +10,7 @@ from app.api.v1.endpoints import (
     health,
     jobs,
     realtime,
+    sla,
     tags,
     teams,
     tickets,
@@ -27,6 +28,8 @@ api_router.include_router(categories.router)
 api_router.include_router(teams.router)
 api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
+api_router.include_router(sla.policies)
+api_router.include_router(sla.calendar)
 api_router.include_router(jobs.router)
 api_router.include_router(webhooks.router)
 api_router.include_router(realtime.router)

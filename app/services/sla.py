@@ -1,0 +1,257 @@
+"""SLA: due dates in business time, paused while the customer has the ball, and the periodic
+check that raises `sla.warning` / `sla.breached` once per ticket and target.
+
+- `refresh` runs in the transaction of every ticket change (TicketService calls it) and keeps
+  `tickets.first_response_due_at` / `resolution_due_at` and the `ticket_slas` row in step. It is
+  bookkeeping: `version` and `updated_at` stay. Due dates are always recomputed from
+  `created_at` in business time plus the business seconds the clock stood still, so a priority
+  or category change gives the answer the new policy would have given from the start.
+- The clock runs in `new` and `open`; `pending`, `resolved` and `closed` stop it (their business
+  seconds are added to `paused_seconds` when it runs again). While `pending`, the due dates of
+  targets not met yet are null (unknown until the customer answers); resolved and closed tickets
+  keep the last due dates, so reports can compare.
+- `check` (the `sla.check` job) claims due alerts with conditional UPDATEs and records each as
+  an internal timeline event through TicketService, so realtime, webhooks and the QQ agent
+  groups get it the usual way.
+- The calendar: the copy an admin saved (`business_calendars`) wins over the settings file,
+  which wins over the built-in default. Each process caches the parsed calendar by the row's
+  revision and reads that one integer when it needs the calendar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core.config import SlaSettings
+from app.crud import crud_sla
+from app.models.sla import SlaPolicy, TicketSla
+from app.models.ticket import Ticket, TicketStatus
+from app.schemas.sla import BusinessCalendarDocument
+from app.services.business_calendar import DEFAULT_RULES, BusinessCalendar, CalendarRules
+
+if TYPE_CHECKING:
+    from app.services.ticket import TicketService
+
+log = logging.getLogger(__name__)
+
+S = TicketStatus
+RUNNING = frozenset({S.new, S.open})
+SLA_WARNING = "sla.warning"
+SLA_BREACHED = "sla.breached"
+FIRST_RESPONSE = "first_response"
+RESOLUTION = "resolution"
+
+CalendarSource = Literal["database", "file", "default"]
+
+
+@dataclass(frozen=True)
+class CalendarState:
+    source: CalendarSource
+    calendar: BusinessCalendar
+    revision: int | None
+    updated_at: datetime | None
+
+
+def read_calendar_file(path: Path) -> CalendarRules:
+    """The settings file: TOML (`.toml`) or JSON (anything else), the same document as
+    PUT /business-calendar. Raises ValueError naming the file on any problem."""
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8")) if path.suffix == ".toml" else json.loads(raw)
+        return BusinessCalendarDocument.model_validate(data).rules()
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError and TOML/JSON errors are ValueErrors
+        raise ValueError(f"HELPDESK_SLA__CALENDAR_FILE {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Alert:
+    kind: str
+    target: str
+    due: InstrumentedAttribute[datetime | None]
+    sent: InstrumentedAttribute[datetime | None]
+    also_clear: tuple[InstrumentedAttribute[datetime | None], ...] = ()
+
+
+# Breaches first: a breach found in the same run as its warning makes the warning pointless.
+_ALERTS = (
+    _Alert(
+        SLA_BREACHED,
+        FIRST_RESPONSE,
+        TicketSla.first_response_breach_at,
+        TicketSla.first_response_breached_at,
+        (TicketSla.first_response_warn_at,),
+    ),
+    _Alert(
+        SLA_BREACHED,
+        RESOLUTION,
+        TicketSla.resolution_breach_at,
+        TicketSla.resolution_breached_at,
+        (TicketSla.resolution_warn_at,),
+    ),
+    _Alert(SLA_WARNING, FIRST_RESPONSE, TicketSla.first_response_warn_at, TicketSla.first_response_warned_at),
+    _Alert(SLA_WARNING, RESOLUTION, TicketSla.resolution_warn_at, TicketSla.resolution_warned_at),
+)
+
+
+class SlaService:
+    def __init__(self, settings: SlaSettings, *, timezone: ZoneInfo) -> None:
+        self.settings = settings
+        self.timezone = timezone
+        self._file_rules: CalendarRules | None = None
+        self._cached: CalendarState | None = None
+
+    def load_file(self) -> None:
+        """Reads HELPDESK_SLA__CALENDAR_FILE at start-up: a broken file stops the start."""
+        path = self.settings.calendar_file
+        self._file_rules = read_calendar_file(path) if path is not None else None
+        self._cached = None
+
+    # --- the calendar -------------------------------------------------------------------------
+
+    async def calendar_state(self, session: AsyncSession) -> CalendarState:
+        revision = await crud_sla.calendar_revision(session)
+        cached = self._cached
+        if cached is not None and cached.revision == revision:
+            return cached
+        row = await crud_sla.get_calendar(session) if revision is not None else None
+        if row is not None and row.document is not None:
+            state = CalendarState(
+                "database",
+                BusinessCalendar(CalendarRules.parse(row.document), self.timezone),
+                row.revision,
+                row.updated_at,
+            )
+        else:
+            source: CalendarSource = "file" if self._file_rules is not None else "default"
+            rules = self._file_rules or DEFAULT_RULES
+            state = CalendarState(source, BusinessCalendar(rules, self.timezone), revision, None)
+        self._cached = state
+        return state
+
+    async def calendar(self, session: AsyncSession) -> BusinessCalendar:
+        return (await self.calendar_state(session)).calendar
+
+    async def save_calendar(
+        self, session: AsyncSession, document: BusinessCalendarDocument | None, *, user_id: int
+    ) -> CalendarState:
+        """Saves the admin's calendar (None: back to the file or the default). New due dates
+        use it at once; tickets already running keep theirs until their next relevant change."""
+        normalised = document.rules().document() if document is not None else None
+        await crud_sla.save_calendar(session, normalised, user_id=user_id)
+        self._cached = None
+        return await self.calendar_state(session)
+
+    # --- due dates ----------------------------------------------------------------------------
+
+    async def refresh(self, session: AsyncSession, ticket: Ticket, now: datetime) -> None:
+        """Brings the ticket's due dates and SLA row up to date after a change (bookkeeping:
+        never bumps `version`). Cheap when nothing that matters changed: one primary-key read."""
+        state = await crud_sla.ticket_sla(session, ticket.id)
+        if state is None:
+            state = TicketSla(ticket_id=ticket.id, basis="", paused_seconds=0)
+            session.add(state)
+        responded = ticket.first_responded_at
+        basis = f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{responded is not None}"
+        if state.basis == basis:
+            return
+        state.basis = basis
+        calendar = await self.calendar(session)
+        running = ticket.status in RUNNING
+
+        if responded is not None and state.response_paused_seconds is None:
+            # The first response's clock stops here: remember how much time was paused by then.
+            paused_by_then = state.paused_seconds
+            if state.paused_at is not None:
+                paused_by_then += calendar.elapsed(state.paused_at, responded)
+            state.response_paused_seconds = paused_by_then
+        if running and state.paused_at is not None:
+            state.paused_seconds += calendar.elapsed(state.paused_at, now)
+            state.paused_at = None
+        elif not running and state.paused_at is None:
+            state.paused_at = now
+
+        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
+        state.policy_id = policy.id if policy is not None else None
+        self._first_response(ticket, state, policy, calendar, running)
+        self._resolution(ticket, state, policy, calendar, running)
+
+    def _first_response(
+        self, ticket: Ticket, state: TicketSla, policy: SlaPolicy | None, calendar: BusinessCalendar, running: bool
+    ) -> None:
+        minutes = policy.first_response_minutes if policy is not None else None
+        due: datetime | None = None
+        if minutes is not None:
+            if state.response_paused_seconds is not None:
+                due = calendar.add(ticket.created_at, minutes * 60 + state.response_paused_seconds)
+            elif ticket.status != S.pending:
+                due = calendar.add(ticket.created_at, minutes * 60 + state.paused_seconds)
+        ticket.first_response_due_at = due
+        alerting = minutes is not None and due is not None and running and ticket.first_responded_at is None
+        state.first_response_breach_at = due if alerting and state.first_response_breached_at is None else None
+        state.first_response_warn_at = (
+            self._warn_at(calendar, ticket, minutes, state.paused_seconds)
+            if alerting
+            and minutes is not None
+            and self._may_warn(state.first_response_warned_at, state.first_response_breached_at)
+            else None
+        )
+
+    def _resolution(
+        self, ticket: Ticket, state: TicketSla, policy: SlaPolicy | None, calendar: BusinessCalendar, running: bool
+    ) -> None:
+        minutes = policy.resolution_minutes if policy is not None else None
+        due: datetime | None = None
+        if minutes is not None and ticket.status != S.pending:
+            due = calendar.add(ticket.created_at, minutes * 60 + state.paused_seconds)
+        ticket.resolution_due_at = due
+        alerting = minutes is not None and due is not None and running
+        state.resolution_breach_at = due if alerting and state.resolution_breached_at is None else None
+        state.resolution_warn_at = (
+            self._warn_at(calendar, ticket, minutes, state.paused_seconds)
+            if alerting
+            and minutes is not None
+            and self._may_warn(state.resolution_warned_at, state.resolution_breached_at)
+            else None
+        )
+
+    @staticmethod
+    def _may_warn(warned_at: datetime | None, breached_at: datetime | None) -> bool:
+        return warned_at is None and breached_at is None
+
+    def _warn_at(self, calendar: BusinessCalendar, ticket: Ticket, minutes: int, paused: int) -> datetime:
+        return calendar.add(ticket.created_at, int(minutes * 60 * self.settings.warning_share) + paused)
+
+    # --- the periodic check -------------------------------------------------------------------
+
+    async def check(self, session: AsyncSession, tickets: TicketService, now: datetime, *, limit: int = 500) -> int:
+        """Claims and records due alerts, at most `limit` of each kind; returns how many went
+        out (the job calls again while a kind fills its batch)."""
+        await session.flush()  # the claims below are plain UPDATEs: they must see pending changes
+        sent = 0
+        for alert in _ALERTS:
+            claimed = await crud_sla.claim_alerts(
+                session, alert.due, alert.sent, now=now, limit=limit, also_clear=alert.also_clear
+            )
+            if not claimed:
+                continue
+            policies = dict(claimed)
+            for ticket in await crud_sla.tickets_by_id(session, list(policies)):
+                due = ticket.first_response_due_at if alert.target == FIRST_RESPONSE else ticket.resolution_due_at
+                data = {
+                    "target": alert.target,
+                    "due_at": due.isoformat().replace("+00:00", "Z") if due is not None else None,
+                    "policy_id": policies[ticket.id],
+                }
+                await tickets.record_sla_event(session, ticket, alert.kind, data)
+            sent = max(sent, len(claimed))
+        return sent
