@@ -11,6 +11,7 @@ from app.api.v1.endpoints import (
     jobs,
     realtime,
     sla,
+    stats,
     tags,
     teams,
     tickets,
@@ -30,6 +31,7 @@ api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
 api_router.include_router(sla.policies)
 api_router.include_router(sla.calendar)
+api_router.include_router(stats.router)
 api_router.include_router(jobs.router)
 api_router.include_router(webhooks.router)
 api_router.include_router(realtime.router)
