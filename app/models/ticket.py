@@ -79,6 +79,9 @@ class Ticket(Base):
         Index("ix_tickets_priority_rank_id", "priority_rank", "id"),
         Index("ix_tickets_resolution_due_at_id", "resolution_due_at", "id"),
         Index("ix_tickets_requester_id_updated_at", "requester_id", "updated_at"),
+        # The statistics' time windows: resolved and first answered in a range.
+        Index("ix_tickets_resolved_at", "resolved_at"),
+        Index("ix_tickets_first_responded_at", "first_responded_at"),
         CheckConstraint("priority_rank BETWEEN 0 AND 3", name="priority_rank_range"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -152,7 +155,10 @@ class TicketEvent(Base):
 
 class Rating(TimestampMixin, Base):
     __tablename__ = "ratings"
-    __table_args__ = (CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),)
+    __table_args__ = (
+        CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),
+        Index("ix_ratings_created_at", "created_at"),  # CSAT over a range
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), unique=True)
