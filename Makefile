@@ -17,7 +17,7 @@ $(BIN)/.synced: requirements-dev.lock pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-.PHONY: help install run test lint fmt migrate lock bench
+.PHONY: help install run test lint fmt migrate lock bench bench-search
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,3 +49,8 @@ lock: ## regenerate the hashed lock files from pyproject.toml
 
 bench: $(BIN)/.synced ## print the benchmarks (figures and ratios against references in the same run)
 	$(BIN)/python -m bench.onebot
+
+# PostgreSQL: the database bench_search on 127.0.0.1:5432 (user postgres) is created and dropped.
+SEARCH_ARGS ?= --tickets 10000 1000000 --db sqlite postgresql
+bench-search: $(BIN)/.synced ## search latency on generated tickets (minutes at 1M; narrow with SEARCH_ARGS=...)
+	$(BIN)/python -m bench.search $(SEARCH_ARGS)
