@@ -149,7 +149,7 @@ class SearchSettings(BaseModel):
     # (building and system names: 图书馆三楼, 教务系统). Unset: jieba's dictionary alone.
     user_dictionary: Path | None = None
     # A 1-2 character query that is not a dictionary word is a substring scan (no index can
-    # serve it); it looks at this many of the newest titles and messages.
+    # serve it); it looks at the titles and messages of this many of the newest tickets.
     like_window: int = Field(default=200_000, ge=1000)
     # Relevance is computed for the newest this-many matching texts (after filters and
     # visibility), so a common word costs the same at any size; other sorts see every match.

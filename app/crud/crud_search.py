@@ -23,23 +23,23 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    CompoundSelect,
     Float,
     Integer,
     Select,
     String,
     Subquery,
+    and_,
     case,
     cast,
     column,
     func,
     literal,
     literal_column,
+    or_,
     select,
     table,
     text,
     true,
-    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -191,7 +191,7 @@ def _score(terms: Sequence[str]) -> ColumnElement[Any]:
     return cast(occurrences, Float) * weight / (cast(length, Float) / 10.0 + 1.0)
 
 
-def ranked_hits(
+async def ranked_hits(
     session: AsyncSession,
     terms: Sequence[str],
     *,
@@ -219,12 +219,28 @@ def ranked_hits(
         candidates = candidates.join(_FTS, _FTS.c.rowid == SearchDoc.id).where(match)
         newest = candidates.order_by(_FTS.c.rowid.desc()).limit(window).subquery("candidates")
     else:
-        newest = candidates.where(match).order_by(SearchDoc.id.desc()).limit(window).subquery("candidates")
+        candidates = candidates.where(match)
+        newest = candidates.order_by(await _newest_first(session, candidates, window)).limit(window).subquery()
     return (
         select(newest.c.ticket_id, func.sum(newest.c.score).label("score"))
         .group_by(newest.c.ticket_id)
         .subquery("hits")
     )
+
+
+async def _newest_first(session: AsyncSession, candidates: Select[Any], window: int) -> ColumnElement[Any]:
+    """PostgreSQL's two ways to the newest `window` matches, chosen by how many there are, as
+    its planner cannot tell: it multiplies the terms' frequencies, so words that often appear
+    together look rare and words that never do look common. Few matches: take them all from
+    the GIN index and sort (`id + 0` keeps the planner off the primary key). Many: walk the
+    primary key backwards, which meets `window` matches soon. One bounded probe decides."""
+    probe = candidates.with_only_columns(SearchDoc.id).limit(_DENSE_MATCHES).subquery()
+    count = (await session.execute(select(func.count()).select_from(probe))).scalar_one()
+    return SearchDoc.id.desc() if count >= _DENSE_MATCHES else (SearchDoc.id + 0).desc()
+
+
+# Matches from which walking the newest documents backwards beats sorting all of them.
+_DENSE_MATCHES = 20_000
 
 
 def all_hits(session: AsyncSession, terms: Sequence[str], *, include_internal: bool) -> Select[Any]:
@@ -237,21 +253,16 @@ def all_hits(session: AsyncSession, terms: Sequence[str], *, include_internal: b
     return stmt.where(match, _visible(include_internal))
 
 
-def like_matches(pattern: str, *, include_internal: bool, newest_docs: int) -> CompoundSelect[int]:
-    """The tickets whose title or a visible message contains `pattern` as a substring, among
-    the newest `newest_docs` messages and titles (the scan is bounded: no index serves it)."""
+def like_condition(pattern: str, *, include_internal: bool, newest_tickets: int) -> ColumnElement[bool]:
+    """ "The ticket's title or one of its visible messages contains `pattern`", for the newest
+    `newest_tickets` tickets only: no index serves a substring, so the scan is bounded. As a
+    condition on `tickets`, a newest-first page stops at its last row."""
     like = _like(pattern)
-    newest_ticket = select(func.max(Ticket.id)).scalar_subquery()
-    newest_message = select(func.max(Message.id)).scalar_subquery()
-    titles = select(Ticket.id.label("ticket_id")).where(
-        Ticket.id > newest_ticket - newest_docs, Ticket.title.ilike(like, escape="\\")
-    )
-    bodies = select(Message.ticket_id.label("ticket_id")).where(
-        Message.id > newest_message - newest_docs, Message.body.ilike(like, escape="\\")
-    )
+    newest = select(func.max(Ticket.id)).scalar_subquery()
+    in_message = select(Message.id).where(Message.ticket_id == Ticket.id, Message.body.ilike(like, escape="\\"))
     if not include_internal:
-        bodies = bodies.where(Message.internal.is_(False))
-    return union(titles, bodies)
+        in_message = in_message.where(Message.internal.is_(False))
+    return and_(Ticket.id > newest - newest_tickets, or_(Ticket.title.ilike(like, escape="\\"), in_message.exists()))
 
 
 # --- snippets --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jieba
-from sqlalchemy import Float, Select, Subquery, literal, select
+from sqlalchemy import ColumnElement, Select, Subquery, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import SearchSettings
@@ -34,6 +34,9 @@ from app.crud import crud_search
 from app.crud.crud_search import DocRow
 from app.models.ticket import Message, Ticket
 
+# Words of IT support that jieba's dictionary lacks (蓝屏, 闪退, 教务系统...): always loaded, so
+# they are found as words, not only as substrings. A change needs `helpdesk reindex`.
+HELPDESK_WORDS = Path(__file__).with_name("helpdesk_words.txt")
 _NON_WORD = re.compile(r"[^\w]+")
 _SPACES = re.compile(r"\s+")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -54,6 +57,7 @@ class Segmenter:
             if self._loaded:
                 return
             self._tokenizer.initialize()
+            self._tokenizer.load_userdict(str(HELPDESK_WORDS))
             if self.user_dictionary is not None:
                 self._tokenizer.load_userdict(str(self.user_dictionary))
             self._loaded = True
@@ -124,8 +128,11 @@ def parse_query(segmenter: Segmenter, text: str) -> SearchQuery:
     tokens = list(dict.fromkeys(segmenter.tokens(text)))
     # A single Chinese character (了, 的, 吗) next to real words is noise, not a requirement:
     # "电脑蓝屏了" must find "电脑蓝屏". Alone, it is the query.
-    longer = [t for t in tokens if len(t) > 1 or not _CJK.fullmatch(t)]
-    return SearchQuery(text, terms=tuple(longer or tokens))
+    longer = [t for t in tokens if len(t) > 1 or not _CJK.fullmatch(t)] or tokens
+    # cut_for_search also yields the words inside a long one (打印机 -> 打印, 印机); a text
+    # that holds 打印机 holds them too, so asking for them adds nothing but work (and makes
+    # PostgreSQL's planner underestimate the matches a hundredfold).
+    return SearchQuery(text, terms=tuple(t for t in longer if not any(t != o and t in o for o in longer)))
 
 
 def snippet(text: str, marks: Sequence[str], *, width: int = 80) -> str:
@@ -201,25 +208,18 @@ class SearchIndex:
         row = DocRow(message.ticket_id, message.id, message.internal, tokens, context)
         await crud_search.upsert_docs(session, [row])
 
-    def hits(self, session: AsyncSession, query: SearchQuery, *, tickets: Select[Any], staff: bool) -> Subquery:
-        """(ticket_id, score) of the tickets of `tickets` (readable, filtered) matching `query`,
-        best first: the newest `rank_window` matching texts ranked, or for a short substring
-        query the matches in the newest `like_window` texts (score 0: newest first)."""
-        if query.substring is not None:
-            found = crud_search.like_matches(
-                query.substring, include_internal=staff, newest_docs=self.like_window
-            ).subquery("found")
-            return select(found.c.ticket_id, literal(0.0, Float).label("score")).subquery("hits")
-        return crud_search.ranked_hits(
+    async def ranked(self, session: AsyncSession, query: SearchQuery, *, tickets: Select[Any], staff: bool) -> Subquery:
+        """(ticket_id, score) of the tickets of `tickets` (readable, filtered) whose texts hold
+        every word of `query`: the newest `rank_window` matching texts, ranked."""
+        return await crud_search.ranked_hits(
             session, query.terms, tickets=tickets, include_internal=staff, window=self.rank_window
         )
 
-    def every_hit(self, session: AsyncSession, query: SearchQuery, *, staff: bool) -> Select[Any]:
-        """The ids of every ticket matching `query` (for sorts other than relevance)."""
+    def condition(self, session: AsyncSession, query: SearchQuery, *, staff: bool) -> ColumnElement[bool]:
+        """ "The ticket matches `query`", for sorts other than relevance and for substrings."""
         if query.substring is not None:
-            found = crud_search.like_matches(query.substring, include_internal=staff, newest_docs=self.like_window)
-            return select(found.subquery().c.ticket_id)
-        return crud_search.all_hits(session, query.terms, include_internal=staff)
+            return crud_search.like_condition(query.substring, include_internal=staff, newest_tickets=self.like_window)
+        return Ticket.id.in_(crud_search.all_hits(session, query.terms, include_internal=staff))
 
     async def snippets(
         self, session: AsyncSession, query: SearchQuery, tickets: Sequence[Ticket], *, include_internal: bool

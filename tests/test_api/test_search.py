@@ -218,3 +218,22 @@ async def test_relevance_ranks_the_newest_window_of_matches_after_filters_and_ot
     assert len(everything) == 61  # every match, in date order
     assert [item["id"] for item in pending] == [oldest.json()["id"]]  # filters come first
     assert len(await found(client, customer, "打印机")) == 61  # a customer's own: no window
+
+
+async def test_a_substring_query_pages_newest_first(client, customer):
+    ids = []
+    for n in range(7):
+        response = await client.post(
+            TICKETS, json={"title": f"第 {n} 个问题", "body": f"饭卡第 {n} 次刷不了"}, headers=bearer(customer)
+        )
+        ids.append(response.json()["id"])
+    seen, cursor = [], None
+    while True:
+        params = {"q": "卡", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(TICKETS, params=params, headers=bearer(customer))).json()
+        seen += [item["id"] for item in page["items"]]
+        assert all("<mark>卡</mark>" in item["snippet"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.search import Segmenter
+from app.services.search import Segmenter, parse_query
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,29 @@ def test_a_user_dictionary_adds_domain_words(tmp_path: Path, segmenter: Segmente
 def test_empty_and_symbol_only_text_gives_no_tokens(segmenter: Segmenter) -> None:
     assert segmenter.tokens("") == []
     assert segmenter.tokens("？！。，…… ") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "terms", "substring"),
+    [
+        ("打印机", ("打印机",), None),  # not also 打印 and 印机: a text with 打印机 has them
+        ("打印", ("打印",), None),
+        ("蓝屏", ("蓝屏",), None),  # a helpdesk word: found as a word, through the index
+        ("电脑蓝屏了", ("电脑", "蓝屏"), None),  # 了 next to words is not required
+        ("wifi 连不上", ("wifi", "连不上"), None),
+        ("卡", (), "卡"),  # one character: a substring
+        ("5g", (), "5g"),  # two characters, not a word: a substring (also inside 5ghz)
+        ("ＶＰ", (), "vp"),
+        ("，。！", (), None),  # nothing to look for
+    ],
+)
+def test_a_query_becomes_the_words_to_find_or_a_substring(
+    segmenter: Segmenter, query: str, terms: tuple[str, ...], substring: str | None
+) -> None:
+    parsed = parse_query(segmenter, query)
+    assert (parsed.terms, parsed.substring) == (terms, substring)
+
+
+def test_helpdesk_words_are_words_without_any_configuration(segmenter: Segmenter) -> None:
+    assert "闪退" in segmenter.tokens("微信一打开就闪退")
+    assert "教务系统" in segmenter.tokens("教务系统登不上")

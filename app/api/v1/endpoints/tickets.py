@@ -144,14 +144,16 @@ async def list_tickets(
         sort = "-updated_at"
     elif sort is None:
         sort = "relevance"
+    if query is not None and query.substring is not None and sort == "relevance":
+        sort = "-created_at"  # a substring has no relevance: newest first
     if query is None:
         rows, next_cursor = await _ticket_page(session, user, filters, sort, page)
     elif sort == "relevance":
         readable = filters.apply(crud_ticket.readable_by(user))
-        hits = ctx.search.hits(session, query, tickets=readable, staff=is_staff(user))
+        hits = await ctx.search.ranked(session, query, tickets=readable, staff=is_staff(user))
         rows, next_cursor = await _ranked_page(session, user, filters, hits, page)
     else:
-        matching = Ticket.id.in_(ctx.search.every_hit(session, query, staff=is_staff(user)))
+        matching = ctx.search.condition(session, query, staff=is_staff(user))
         filters = replace(filters, conditions=[*filters.conditions, matching])
         rows, next_cursor = await _ticket_page(session, user, filters, sort, page)
     snippets = {}
