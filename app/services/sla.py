@@ -197,7 +197,9 @@ class SlaService:
                 due = calendar.add(ticket.created_at, minutes * 60 + state.paused_seconds)
         ticket.first_response_due_at = due
         alerting = minutes is not None and due is not None and running and ticket.first_responded_at is None
-        state.first_response_breach_at = due if alerting and state.first_response_breached_at is None else None
+        late = _met_late(ticket.first_responded_at, due)
+        breach = (alerting or late) and state.first_response_breached_at is None
+        state.first_response_breach_at = due if breach else None
         state.first_response_warn_at = (
             self._warn_at(calendar, ticket, minutes, state.paused_seconds)
             if alerting
@@ -215,7 +217,9 @@ class SlaService:
             due = calendar.add(ticket.created_at, minutes * 60 + state.paused_seconds)
         ticket.resolution_due_at = due
         alerting = minutes is not None and due is not None and running
-        state.resolution_breach_at = due if alerting and state.resolution_breached_at is None else None
+        late = not running and _met_late(ticket.resolved_at or ticket.closed_at, due)
+        breach = (alerting or late) and state.resolution_breached_at is None
+        state.resolution_breach_at = due if breach else None
         state.resolution_warn_at = (
             self._warn_at(calendar, ticket, minutes, state.paused_seconds)
             if alerting
@@ -255,3 +259,9 @@ class SlaService:
                 await tickets.record_sla_event(session, ticket, alert.kind, data)
             sent = max(sent, len(claimed))
         return sent
+
+
+def _met_late(met_at: datetime | None, due: datetime | None) -> bool:
+    """A target met after its due date, perhaps before any check saw it overdue: the breach
+    stays scheduled (its time has passed), so the next check still raises it, once."""
+    return met_at is not None and due is not None and met_at > due

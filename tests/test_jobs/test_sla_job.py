@@ -39,13 +39,17 @@ async def new_ticket(client, tokens) -> dict:
 
 
 async def age(app, admin_engine, ticket_id: int, minutes: int) -> None:
-    """As if the ticket had been opened `minutes` ago: move created_at back and recompute."""
+    """As if everything on the ticket had happened `minutes` earlier: move its clock's
+    timestamps back (created, answered, resolved, closed, paused) and recompute."""
+    shift = timedelta(minutes=minutes)
+    moments = (Ticket.created_at, Ticket.first_responded_at, Ticket.resolved_at, Ticket.closed_at)
     async with admin_engine.begin() as conn:
-        created = (await conn.execute(select(Ticket.created_at).where(Ticket.id == ticket_id))).scalar_one()
-        await conn.execute(
-            update(Ticket).where(Ticket.id == ticket_id).values(created_at=created - timedelta(minutes=minutes))
-        )
-        await conn.execute(update(TicketSla).where(TicketSla.ticket_id == ticket_id).values(basis=""))
+        row = (await conn.execute(select(*moments).where(Ticket.id == ticket_id))).one()
+        earlier = {c.key: v - shift for c, v in zip(moments, row, strict=True) if v is not None}
+        await conn.execute(update(Ticket).where(Ticket.id == ticket_id).values(**earlier))
+        paused = (await conn.execute(select(TicketSla.paused_at).where(TicketSla.ticket_id == ticket_id))).scalar()
+        values = {"basis": "", **({"paused_at": paused - shift} if paused is not None else {})}
+        await conn.execute(update(TicketSla).where(TicketSla.ticket_id == ticket_id).values(**values))
     ctx = app.state.ctx
     async with ctx.db.transaction() as session:
         await ctx.sla.refresh(session, await crud_ticket.reload(session, ticket_id), utcnow())
@@ -192,3 +196,23 @@ async def test_alerts_go_to_webhooks_that_want_them(app, client, admin, customer
     async with admin_engine.connect() as conn:
         kinds = (await conn.execute(select(WebhookDelivery.event_type))).scalars().all()
     assert sorted(kinds) == ["sla.breached", "sla.breached"]
+
+
+async def test_a_target_met_late_between_two_checks_is_still_a_breach(
+    app, client, admin, agent, customer, admin_engine
+):
+    await setup_sla(client, admin)
+    ticket = await new_ticket(client, customer)
+    await age(app, admin_engine, ticket["id"], 180)  # both targets passed; no check has run yet
+    reply = await client.post(f"{TICKETS}/{ticket['id']}/messages", json={"body": "已处理"}, headers=bearer(agent))
+    assert reply.status_code == 201
+    resolved = await client.patch(f"{TICKETS}/{ticket['id']}", json={"status": "resolved"}, headers=bearer(agent))
+    assert resolved.status_code == 200
+
+    await run_check(app)
+    await run_check(app)
+
+    assert await sla_events(admin_engine) == [
+        (ticket["id"], "sla.breached", "first_response", True, None),
+        (ticket["id"], "sla.breached", "resolution", True, None),
+    ]
