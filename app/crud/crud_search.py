@@ -269,6 +269,9 @@ def like_condition(pattern: str, *, include_internal: bool, newest_tickets: int)
     in_message = select(Message.id).where(Message.ticket_id == Ticket.id, Message.body.ilike(like, escape="\\"))
     if not include_internal:
         in_message = in_message.where(Message.internal.is_(False))
+    # OFFSET 0 keeps PostgreSQL from turning the EXISTS into a hashed subplan, which reads every
+    # message (2 s at a million tickets) instead of the few of the tickets the page walks past.
+    in_message = in_message.offset(0)
     return and_(Ticket.id > newest - newest_tickets, or_(Ticket.title.ilike(like, escape="\\"), in_message.exists()))
 
 
