@@ -101,6 +101,7 @@ FIELD_TEXTS: dict[str, tuple[str, str]] = {
     "field_not_allowed": ("无权设置该字段", "You may not set this field"),
     "nesting_too_deep": ("分类最多只能有一级子分类", "Categories nest one level deep only"),
     "parent_inactive": ("上级分类已停用", "The parent category is inactive"),
+    "range_too_long": ("日期范围不能超过 {limit} 天", "The range may span at most {limit} days"),
 }
 
 

@@ -6,16 +6,23 @@ window, the durations the tickets *first answered* / *resolved* in it, CSAT the 
 in it.
 
 Exactness across databases:
-- Durations are integer microseconds computed in SQL from the stored values (`epoch_us`): on
-  PostgreSQL from `extract(epoch ...)`, on SQLite from the text SQLAlchemy stores (naive UTC,
-  `YYYY-MM-DD HH:MM:SS.ffffff`), whole seconds through `strftime('%s')` plus the microsecond
-  digits. `julianday` would round to milliseconds and lose the exactness.
+- Durations are integer microseconds computed in SQL from the stored values (`duration_us`): on
+  PostgreSQL `extract(epoch from end - start)` (numeric), on SQLite from the text SQLAlchemy
+  stores (naive UTC, `YYYY-MM-DD HH:MM:SS.ffffff`): whole seconds from `julianday` of the first
+  19 characters (exact once rounded), plus the difference of the microsecond digits.
+  `julianday` of the whole text would round to milliseconds and lose the exactness.
 - Percentiles are `percentile_cont` on PostgreSQL. SQLite has none: window functions number
   each group's ordered durations, and the same linear interpolation `percentile_cont` does
   (`lo + (hi - lo) * (p*(n-1) - floor(p*(n-1)))` in doubles) picks between the two nearest.
 - Timestamps are compared with bound instants (the window, `now`); on SQLite the stored text
   compares in time order. Day boundaries come from Python (`days` below), so days follow the
   business timezone on both databases, DST included.
+
+Cost: every statement reads only its window, through the index on its raw column (a range on
+`created_at`, `resolved_at`, `first_responded_at`, `ratings.created_at`; never an expression of
+it), so the work follows the tickets in the window, not the table. Durations come from the
+(`resolved_at`, `created_at`) / (`first_responded_at`, `created_at`) indexes alone; each kind is
+its own aggregate (no UNION sorted by group and kind before the percentiles).
 """
 
 from __future__ import annotations
@@ -64,31 +71,38 @@ FIRST_RESPONSE, RESOLUTION = 1, 2
 Rows = Sequence[Row[*tuple[Any, ...]]]
 
 
-class epoch_us(FunctionElement[int]):  # lower case: it reads as the SQL function it renders
-    """Microseconds since the epoch of a UTCDateTime column, exact on both databases."""
+class duration_us(FunctionElement[int]):  # lower case: it reads as the SQL function it renders
+    """`end - start` in microseconds, for two UTCDateTime columns, exact on both databases."""
 
     type = BigInteger()
     inherit_cache = True
-    name = "epoch_us"
+    name = "duration_us"
 
 
-@compiles(epoch_us, "postgresql")
-def _epoch_us_postgresql(element: epoch_us, compiler: SQLCompiler, **kw: Any) -> str:
-    (arg,) = element.clauses
-    # extract() is numeric (exact) since PostgreSQL 14; round() guards older double results.
-    return f"CAST(round(extract(epoch from {compiler.process(arg, **kw)}) * 1000000) AS BIGINT)"
+@compiles(duration_us, "postgresql")
+def _duration_us_postgresql(element: duration_us, compiler: SQLCompiler, **kw: Any) -> str:
+    end, start = (compiler.process(arg, **kw) for arg in element.clauses)
+    # timestamptz - timestamptz is an interval of whole 24-hour days and microseconds, and
+    # extract() of it is numeric (exact) since PostgreSQL 14 (a double before: the cast rounds).
+    return f"CAST(extract(epoch from ({end} - {start})) * 1000000 AS BIGINT)"
 
 
-@compiles(epoch_us, "sqlite")
-def _epoch_us_sqlite(element: epoch_us, compiler: SQLCompiler, **kw: Any) -> str:
-    (arg,) = element.clauses
-    value = compiler.process(arg, **kw)
-    # Whole seconds from the first 19 characters (strftime alone rounds to milliseconds first,
-    # which can carry into the next second), then the microsecond digits; a value stored
-    # without a fraction reads as .000000.
+@compiles(duration_us, "sqlite")
+def _duration_us_sqlite(element: duration_us, compiler: SQLCompiler, **kw: Any) -> str:
+    end, start = (compiler.process(arg, **kw) for arg in element.clauses)
+
+    # Whole seconds: julianday() of the first 19 characters is an exact count of milliseconds
+    # over 86,400,000 (a double); the difference of two, times 86,400, is within 1e-4 of the
+    # whole number of seconds between them, so round() makes it exact (julianday of the full
+    # text would round the fraction to milliseconds, and can carry into the next second). Then
+    # the microsecond digits; a value stored without a fraction reads as .000000. julianday()
+    # costs a third of strftime('%s') (which formats text that CAST parses again).
+    def micro(value: str) -> str:
+        return f"CAST(substr({value} || '000000', 21, 6) AS INTEGER)"
+
     return (
-        f"(CAST(strftime('%s', substr({value}, 1, 19)) AS INTEGER) * 1000000"
-        f" + CAST(substr({value} || '000000', 21, 6) AS INTEGER))"
+        f"(CAST(round((julianday(substr({end}, 1, 19)) - julianday(substr({start}, 1, 19))) * 86400) AS INTEGER)"
+        f" * 1000000 + ({micro(end)} - {micro(start)}))"
     )
 
 
@@ -105,7 +119,7 @@ class Scope:
     priority: Priority | None = None
 
 
-def tickets(user: User, scope: Scope) -> Subquery:
+def _readable(user: User, scope: Scope) -> Select[Any]:
     stmt = readable_by(user)
     if scope.team_id is not None:
         stmt = stmt.where(Ticket.team_id == scope.team_id)
@@ -115,7 +129,11 @@ def tickets(user: User, scope: Scope) -> Subquery:
         stmt = stmt.where(Ticket.channel == scope.channel)
     if scope.priority is not None:
         stmt = stmt.where(Ticket.priority == scope.priority)
-    return stmt.subquery("t")
+    return stmt
+
+
+def tickets(user: User, scope: Scope) -> Subquery:
+    return _readable(user, scope).subquery("t")
 
 
 def _within(moment: ColumnElement[Any] | InstrumentedAttribute[Any], scope: Scope) -> ColumnElement[bool]:
@@ -181,42 +199,48 @@ async def by_category(session: AsyncSession, user: User, scope: Scope) -> Rows:
 # --- durations and their percentiles ------------------------------------------------------------
 
 
-def _durations(t: Subquery, scope: Scope, by: str | None) -> Subquery:
-    """(g, kind, d): first-response and resolution durations in microseconds, one per ticket."""
-    g = _group(t, by).label("g")
-    created = epoch_us(t.c.created_at)
-    first = select(
-        g, literal_column(str(FIRST_RESPONSE)).label("kind"), (epoch_us(t.c.first_responded_at) - created).label("d")
-    ).where(_within(t.c.first_responded_at, scope))
-    resolution = select(
+def _measured(t: Subquery) -> tuple[tuple[int, ColumnElement[Any]], ...]:
+    """(kind, the moment that stops its clock): first answered, resolved."""
+    return (FIRST_RESPONSE, t.c.first_responded_at), (RESOLUTION, t.c.resolved_at)
+
+
+def _percentiles_postgresql(
+    t: Subquery, scope: Scope, by: str | None, kind: int, moment: ColumnElement[Any]
+) -> Select[Any]:
+    """One kind straight from the rows in its window (the index on `moment`): no UNION to
+    sort by (group, kind) first; percentile_cont sorts each group's durations itself."""
+    d = cast(duration_us(moment, t.c.created_at), Float)
+    stmt = select(
         _group(t, by).label("g"),
-        literal_column(str(RESOLUTION)).label("kind"),
-        (epoch_us(t.c.resolved_at) - created).label("d"),
-    ).where(_within(t.c.resolved_at, scope))
-    return union_all(first, resolution).subquery("durations")
-
-
-def _percentiles_postgresql(src: Subquery) -> Select[*tuple[Any, ...]]:
-    d = cast(src.c.d, Float)
-    return select(
-        src.c.g,
-        src.c.kind,
+        literal_column(str(kind)).label("kind"),
         func.count().label("n"),
         *(func.percentile_cont(p).within_group(d).label(f"p{i}") for i, p in enumerate(PERCENTILES)),
-    ).group_by(src.c.g, src.c.kind)
+    ).where(_within(moment, scope))
+    # Without groups the aggregate always has its one row: drop it when nothing was measured.
+    return stmt.group_by(t.c[by]) if by is not None else stmt.having(func.count() > 0)
 
 
-def _percentiles_sqlite(src: Subquery) -> Select[*tuple[Any, ...]]:
-    part = (src.c.g, src.c.kind)
+def _percentiles_sqlite(
+    t: Subquery, scope: Scope, by: str | None, kind: int, moment: ColumnElement[Any]
+) -> Select[Any]:
+    """One kind: its rows in its window (the index on `moment`), numbered in duration order per
+    group; only the (at most four) rows at the percentiles' floor and ceiling positions reach
+    the aggregate."""
+    rows = (
+        select(_group(t, by).label("g"), duration_us(moment, t.c.created_at).label("d"))
+        .where(_within(moment, scope))
+        .subquery("measured")
+    )
+    part = [rows.c.g] if by is not None else None
     ranked = select(
-        src.c.g,
-        src.c.kind,
-        src.c.d,
-        (func.row_number().over(partition_by=part, order_by=src.c.d) - 1).label("rn"),
+        rows.c.g,
+        rows.c.d,
+        (func.row_number().over(partition_by=part, order_by=rows.c.d) - 1).label("rn"),
         func.count().over(partition_by=part).label("n"),
     ).subquery("ranked")
     n = func.max(ranked.c.n)
     columns: list[ColumnElement[Any]] = []
+    wanted: list[ColumnElement[Any]] = []
     for i, p in enumerate(PERCENTILES):
         # Exactly percentile_cont: position p*(n-1) (0-based), the values at its floor and
         # ceiling, linear interpolation between them; all in doubles as PostgreSQL does.
@@ -224,19 +248,24 @@ def _percentiles_sqlite(src: Subquery) -> Select[*tuple[Any, ...]]:
         pos = fraction * (ranked.c.n - 1)
         floor = cast(pos, Integer)
         ceiling = case((pos > floor, floor + 1), else_=floor)
+        wanted += [floor, floor + 1]
         lo = func.max(case((ranked.c.rn == floor, ranked.c.d)))
         hi = func.max(case((ranked.c.rn == ceiling, ranked.c.d)))
         group_pos = fraction * (n - 1)
         columns.append((lo + (hi - lo) * (group_pos - cast(group_pos, Integer))).label(f"p{i}"))
-    return select(ranked.c.g, ranked.c.kind, n.label("n"), *columns).group_by(ranked.c.g, ranked.c.kind)
+    return (
+        select(ranked.c.g, literal_column(str(kind)).label("kind"), n.label("n"), *columns)
+        .where(ranked.c.rn.in_(wanted))
+        .group_by(ranked.c.g)
+    )
 
 
 async def durations(session: AsyncSession, user: User, scope: Scope, *, by: str | None = None) -> Rows:
     """Per group and kind (FIRST_RESPONSE, RESOLUTION): `n`, `p0` (median), `p1` (p90), in
     microseconds as doubles; groups without any duration are absent."""
-    src = _durations(tickets(user, scope), scope, by)
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    stmt = _percentiles_postgresql(src) if postgresql else _percentiles_sqlite(src)
+    t = tickets(user, scope)
+    percentiles = _percentiles_postgresql if session.get_bind().dialect.name == "postgresql" else _percentiles_sqlite
+    stmt = union_all(*(percentiles(t, scope, by, kind, moment) for kind, moment in _measured(t)))
     return (await session.execute(stmt)).all()
 
 
@@ -244,14 +273,20 @@ async def durations(session: AsyncSession, user: User, scope: Scope, *, by: str 
 
 
 async def ratings(session: AsyncSession, user: User, scope: Scope, *, by: str | None = None) -> Rows:
-    """(g, score, n) of the ratings given in the window."""
+    """(g, score, n) of the ratings given in the window. Ungrouped, with every ticket readable
+    and no filter, `ratings` alone answers: no lookup of each rated ticket."""
+    window = _within(Rating.created_at, scope)
+    if by is None and _readable(user, scope).whereclause is None:
+        zero: ColumnElement[Any] = literal_column("0")
+        only = select(zero.label("g"), Rating.score, func.count().label("n")).where(window)
+        return (await session.execute(only.group_by(Rating.score))).all()
     t = tickets(user, scope)
     g = _group(t, by)
     stmt = (
         select(g.label("g"), Rating.score, func.count().label("n"))
         .select_from(t)
         .join(Rating, Rating.ticket_id == t.c.id)
-        .where(_within(Rating.created_at, scope))
+        .where(window)
         .group_by(*([g] if by is not None else []), Rating.score)
     )
     return (await session.execute(stmt)).all()

@@ -377,6 +377,16 @@ async def test_a_range_of_366_days_is_the_limit(client, agent):
     assert [(e["field"], e["code"]) for e in problem["errors"]] == [("to", "range_too_long")]
 
 
+async def test_a_range_too_long_is_explained_in_chinese_and_english(client, agent):
+    params = {"from": "2025-01-01", "to": "2026-01-02"}
+    response = await client.get(f"{STATS}/overview", params=params, headers=bearer(agent))  # Chinese by default
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["message"] == "日期范围不能超过 366 天"
+    headers = {**bearer(agent), "Accept-Language": "en"}
+    response = await client.get(f"{STATS}/overview", params=params, headers=headers)
+    assert response.json()["errors"][0]["message"] == "The range may span at most 366 days"
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
