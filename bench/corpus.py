@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from app.services.search import Segmenter
 
@@ -487,7 +488,10 @@ SPAN = timedelta(days=730)  # tickets spread over two years, ids in time order
 END = datetime(2026, 11, 1, tzinfo=UTC)  # the default end; the search benchmark ends at today
 
 
-def _cumulative(pairs: Sequence[tuple[object, float]]) -> tuple[list[object], list[float]]:
+T = TypeVar("T")
+
+
+def _cumulative(pairs: Sequence[tuple[T, float]]) -> tuple[list[T], list[float]]:
     values = [value for value, _ in pairs]
     weights: list[float] = []
     total = 0.0
@@ -635,11 +639,11 @@ class Corpus:
         start = self.end - SPAN
         for ticket_id in range(first, last + 1):
             rng = random.Random(self.seed * 1_000_003 + ticket_id)  # noqa: S311
-            topic: Topic = rng.choices(topics, cum_weights=topic_weights)[0]  # type: ignore[assignment]
-            status: str = rng.choices(statuses, cum_weights=status_weights)[0]  # type: ignore[assignment]
-            priority: str = rng.choices(priorities, cum_weights=priority_weights)[0]  # type: ignore[assignment]
-            channel: str = rng.choices(channels, cum_weights=channel_weights)[0]  # type: ignore[assignment]
-            n_messages: int = rng.choices(counts, cum_weights=count_weights)[0]  # type: ignore[assignment]
+            topic = rng.choices(topics, cum_weights=topic_weights)[0]
+            status = rng.choices(statuses, cum_weights=status_weights)[0]
+            priority = rng.choices(priorities, cum_weights=priority_weights)[0]
+            channel = rng.choices(channels, cum_weights=channel_weights)[0]
+            n_messages = rng.choices(counts, cum_weights=count_weights)[0]
             created = start + step * ticket_id + timedelta(seconds=rng.randint(0, 59))
             requester = self.first_customer + rng.randrange(self.customers)
             assignee = None if status == "new" else 1 + rng.randrange(self.agents)
