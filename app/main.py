@@ -29,6 +29,8 @@ from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
 from app.jobs.wake import RedisJobSignal
+from app.llm.client import LlmClient
+from app.llm.usage import database_sink
 from app.realtime.bus import EventBus
 from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
@@ -162,6 +164,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
         onebot=app.state.onebot,
         qq_identities=QQIdentityService(settings.signing_key(), limiter=limiter),
+        llm=LlmClient(settings.llm, usage=database_sink(db)),
     )
     db.publishers.append(bus.publish)
     bridge = RedisBridge(redis, bus) if redis is not None else None
@@ -221,6 +224,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             bridge_task.cancel()
             await asyncio.gather(bridge_task, return_exceptions=True)
             await bridge.aclose()
+        await ctx.llm.aclose()
         await http.aclose()
         if redis is not None:
             await redis.aclose()

@@ -165,6 +165,63 @@ class SlaSettings(BaseModel):
     warning_share: float = Field(default=0.8, gt=0, lt=1)
 
 
+class LlmProviderSettings(BaseModel):
+    """One OpenAI-compatible endpoint. `preset` (deepseek, dashscope, zhipu, moonshot, ark,
+    siliconflow, ollama, vllm) fills base_url, model and the capability flags that are not given;
+    app/llm/presets.py lists them."""
+
+    name: str = Field(min_length=1, max_length=64)
+    preset: str | None = None
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    model: str = ""
+    # Capability flags: what the provider accepts (None: the preset's value, else the default).
+    json_object: bool | None = None  # response_format={"type": "json_object"}
+    json_schema: bool | None = None  # response_format={"type": "json_schema", ...}
+    tools: bool | None = None
+    stream_usage: bool | None = None  # stream_options={"include_usage": true}
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_tokens: int = Field(default=1024, ge=16)
+    # Per-feature model, e.g. {"triage": "qwen-turbo", "reply": "qwen-max"}.
+    models: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> LlmProviderSettings:
+        from app.llm.presets import apply_preset
+
+        apply_preset(self)
+        if not self.base_url or not self.model:
+            raise ValueError(f"LLM provider {self.name!r} needs base_url and model (or a known preset)")
+        return self
+
+
+class LlmSettings(BaseModel):
+    """AI features over OpenAI-compatible providers, tried in order (see docs/decisions.md "LLM")."""
+
+    providers: list[LlmProviderSettings] = Field(default_factory=list)
+    # Phone numbers, ID-card numbers and e-mails are replaced before text leaves the process;
+    # `mask_patterns` adds an organisation's own (regular expressions).
+    mask_personal_data: bool = True
+    mask_patterns: list[str] = Field(default_factory=list)
+    # A provider that failed this many times in a row is skipped for `breaker_cooldown_seconds`.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # Features, each switchable. Triage: off, suggest (stored for agents) or apply (written to
+    # the ticket where no agent set the field).
+    triage: Literal["off", "suggest", "apply"] = "suggest"
+    summary: bool = True
+    reply_suggestion: bool = True
+    assistant: bool = True
+    # The QQ assistant hands over to a human after this many answers without resolution.
+    assistant_max_turns: int = Field(default=3, ge=1)
+    # Questions per QQ user per minute the assistant answers; more get a polite wait.
+    assistant_rate_per_minute: int = Field(default=6, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.providers)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HELPDESK_",
@@ -206,6 +263,7 @@ class Settings(BaseSettings):
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
 
     @field_validator("timezone")
     @classmethod

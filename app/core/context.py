@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
+from app.llm.client import LlmClient
 from app.onebot.hub import OneBotHub
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
@@ -44,3 +45,4 @@ class AppContext:
     attachments: AttachmentService
     onebot: OneBotHub
     qq_identities: QQIdentityService
+    llm: LlmClient

@@ -249,6 +249,18 @@ class QQBindingRateLimited(TooManyRequests):
         self.retry_after = max(1, retry_after)
 
 
+class AiDisabled(AppError):
+    """The AI feature asked for is switched off (no provider configured, or the feature off)."""
+
+    status, code = 503, "ai_disabled"
+
+
+class AiUnavailable(AppError):
+    """Every configured provider failed (or is skipped by its circuit breaker) just now."""
+
+    status, code = 503, "ai_unavailable"
+
+
 class PayloadTooLarge(AppError):
     """An upload over its limit (the body-limit middleware answers the same for whole bodies)."""
 

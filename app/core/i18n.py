@@ -58,6 +58,8 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "version_conflict": ("工单已被他人修改，请刷新后重试", "Someone else changed this; reload and try again"),
     "merge_not_allowed": ("无法合并这两个工单", "These tickets cannot be merged"),
     "rating_not_allowed": ("当前无法评价该工单", "This ticket cannot be rated now"),
+    "ai_disabled": ("AI 功能未开启", "This AI feature is switched off"),
+    "ai_unavailable": ("AI 服务暂时不可用，请稍后重试", "The AI providers are unavailable; try again later"),
     "idempotency_key_reused": (
         "该 Idempotency-Key 已用于另一个请求",
         "This Idempotency-Key was used for a different request",

@@ -7,6 +7,7 @@ from app.models.canned_response import CannedResponse
 from app.models.category import Category
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
+from app.models.llm import LlmCall, TicketAi
 from app.models.qq import InboxStatus, QQBindingCode, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.realtime_token import RealtimeToken
 from app.models.search import SearchDoc
@@ -42,6 +43,7 @@ __all__ = [
     "InboxStatus",
     "Job",
     "JobStatus",
+    "LlmCall",
     "Message",
     "Priority",
     "QQBindingCode",
@@ -57,6 +59,7 @@ __all__ = [
     "Tag",
     "Team",
     "Ticket",
+    "TicketAi",
     "TicketEvent",
     "TicketNumberCounter",
     "TicketSla",

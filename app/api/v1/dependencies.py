@@ -94,6 +94,23 @@ AdminUser = Annotated[User, require_role(Role.admin)]
 StaffUser = Annotated[User, require_role(Role.agent, Role.admin)]
 
 
+async def get_staff_detached(ctx: Context, token: Annotated[str | None, Depends(_bearer)]) -> User:
+    """An agent or admin, authenticated in a short read session of its own that is closed on
+    return: for endpoints that wait on an LLM, which must hold no database session meanwhile
+    (they open their own short transactions, `ctx.db.transaction()`)."""
+    if not token:
+        raise NotAuthenticated
+    async with ctx.db.session(write=False) as session:
+        user, _claims = await ctx.auth.authenticate(session, token)
+    if user.role not in (Role.agent, Role.admin):
+        raise Forbidden
+    return user
+
+
+# Use instead of StaffUser (and without SessionDep) where the endpoint calls a provider.
+DetachedStaffUser = Annotated[User, Depends(get_staff_detached)]
+
+
 def get_client_ip(request: Request, ctx: Context) -> str:
     peer = request.client.host if request.client else None
     return ctx.proxies.client_ip(peer, request.headers.get("x-forwarded-for"))
