@@ -37,6 +37,7 @@ from app.realtime.streams import RealtimeService
 from app.services.assignment import AutoAssigner
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
 from app.services.auth import AuthService
+from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.search import build_search_index
 from app.services.sla import SlaService
@@ -156,6 +157,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         tickets=TicketService(settings.tickets, timezone=settings.tz, search=search, assigner=AutoAssigner(), sla=sla),
         sla=sla,
         search=search,
+        kb=KnowledgeBase(search),
         links=links,
         attachments=AttachmentService(
             settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links

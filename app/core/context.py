@@ -16,6 +16,7 @@ from app.onebot.hub import OneBotHub
 from app.realtime.streams import RealtimeService
 from app.services.attachment import AttachmentLinks, AttachmentService
 from app.services.auth import AuthService
+from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.search import SearchIndex
 from app.services.sla import SlaService
@@ -39,6 +40,7 @@ class AppContext:
     tickets: TicketService
     sla: SlaService
     search: SearchIndex
+    kb: KnowledgeBase
     links: AttachmentLinks
     webhooks: WebhookService
     realtime: RealtimeService

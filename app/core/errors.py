@@ -154,6 +154,10 @@ class CannedResponseNotFound(NotFound):
     code = "canned_response_not_found"
 
 
+class KbArticleNotFound(NotFound):
+    code = "kb_article_not_found"
+
+
 class CategoryExists(Conflict):
     code = "category_exists"
 

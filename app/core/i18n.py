@@ -46,6 +46,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "team_not_found": ("团队不存在", "Team not found"),
     "tag_not_found": ("标签不存在", "Tag not found"),
     "canned_response_not_found": ("快捷回复不存在", "Canned response not found"),
+    "kb_article_not_found": ("知识库文章不存在", "Knowledge-base article not found"),
     "category_exists": ("同一上级分类下已有同名分类", "A category with this name already exists under that parent"),
     "team_exists": ("团队名称已被占用", "A team with this name already exists"),
     "sla_policy_not_found": ("SLA 策略不存在", "SLA policy not found"),

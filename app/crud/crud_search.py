@@ -164,13 +164,25 @@ _TSV: ColumnElement[Any] = literal_column("search_docs.tokens_fts")
 def _matches(session: AsyncSession, terms: Sequence[str]) -> tuple[ColumnElement[bool], bool]:
     """The condition "this document holds every term", and whether it needs the FTS5 join."""
     if is_sqlite(session):
-        query = " ".join(f'"{term}"' for term in terms)  # implicit AND of one-token phrases
-        return literal_column("search_docs_fts").op("MATCH")(literal(query, String)), True
+        return literal_column("search_docs_fts").op("MATCH")(literal(fts5_query(terms), String)), True
+    return _TSV.op("@@")(tsquery(terms)), False
+
+
+def fts5_query(terms: Sequence[str], *, any_term: bool = False) -> str:
+    """FTS5 MATCH text for segmented terms: each a double-quoted one-token phrase (so no query
+    syntax leaks in), all required (implicit AND) or, with `any_term`, any of them (OR)."""
+    phrases = ['"' + term.replace('"', '""') + '"' for term in terms]
+    return (" OR " if any_term else " ").join(phrases)
+
+
+def tsquery(terms: Sequence[str], *, any_term: bool = False) -> ColumnElement[Any]:
+    """The PostgreSQL counterpart: `plainto_tsquery('simple', term)` per term (a bound
+    parameter), combined with && (all) or, with `any_term`, || (any)."""
     parts = [func.plainto_tsquery(literal_column("'simple'"), literal(term, String)) for term in terms]
     combined: ColumnElement[Any] = parts[0]
     for part in parts[1:]:
-        combined = combined.op("&&")(part)
-    return _TSV.op("@@")(combined), False
+        combined = combined.op("||" if any_term else "&&")(part)
+    return combined
 
 
 def _visible(include_internal: bool) -> ColumnElement[bool]:
@@ -264,7 +276,7 @@ def like_condition(pattern: str, *, include_internal: bool, newest_tickets: int)
     """ "The ticket's title or one of its visible messages contains `pattern`", for the newest
     `newest_tickets` tickets only: no index serves a substring, so the scan is bounded. As a
     condition on `tickets`, a newest-first page stops at its last row."""
-    like = _like(pattern)
+    like = like_pattern(pattern)
     newest = select(func.max(Ticket.id)).scalar_subquery()
     in_message = select(Message.id).where(Message.ticket_id == Ticket.id, Message.body.ilike(like, escape="\\"))
     if not include_internal:
@@ -305,7 +317,7 @@ async def first_bodies_containing(
         return {}
     stmt = (
         select(Message.ticket_id, Message.body)
-        .where(Message.ticket_id.in_(list(ticket_ids)), Message.body.ilike(_like(pattern), escape="\\"))
+        .where(Message.ticket_id.in_(list(ticket_ids)), Message.body.ilike(like_pattern(pattern), escape="\\"))
         .order_by(Message.ticket_id, Message.id)  # the (ticket_id, id) index: never a walk of all messages
     )
     if not include_internal:
@@ -316,6 +328,7 @@ async def first_bodies_containing(
     return found
 
 
-def _like(pattern: str) -> str:
+def like_pattern(pattern: str) -> str:
+    """`%pattern%` with LIKE's wildcards escaped (use with `escape="\\"`)."""
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"

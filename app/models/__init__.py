@@ -7,6 +7,7 @@ from app.models.canned_response import CannedResponse
 from app.models.category import Category
 from app.models.idempotency import IdempotencyRecord
 from app.models.job import Job, JobStatus
+from app.models.kb import KbArticle, KbStatus
 from app.models.llm import LlmCall, TicketAi
 from app.models.qq import InboxStatus, QQBindingCode, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.realtime_token import RealtimeToken
@@ -43,6 +44,8 @@ __all__ = [
     "InboxStatus",
     "Job",
     "JobStatus",
+    "KbArticle",
+    "KbStatus",
     "LlmCall",
     "Message",
     "Priority",

@@ -9,6 +9,7 @@ from app.api.v1.endpoints import (
     categories,
     health,
     jobs,
+    kb,
     realtime,
     sla,
     stats,
@@ -29,6 +30,7 @@ api_router.include_router(categories.router)
 api_router.include_router(teams.router)
 api_router.include_router(tags.router)
 api_router.include_router(canned_responses.router)
+api_router.include_router(kb.router)
 api_router.include_router(sla.policies)
 api_router.include_router(sla.calendar)
 api_router.include_router(stats.router)
