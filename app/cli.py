@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
+
+if TYPE_CHECKING:  # imported late at run time: the CLI starts fast
+    from app.db.session import Database
+    from app.services.knowledge_base import KnowledgeBase
 
 app = typer.Typer(help="Helpdesk (工单系统) backend", no_args_is_help=True, add_completion=False)
 
@@ -173,12 +177,13 @@ def migrate() -> None:
 def reindex(
     batch: Annotated[int, typer.Option(min=1, max=5000, help="tickets per transaction")] = 200,
 ) -> None:
-    """Rebuild the search index from the tickets and messages (safe while the API serves)."""
-    written = asyncio.run(_reindex(batch))
-    typer.echo(f"{written} search document(s) written")
+    """Rebuild the search index from the tickets and messages, and re-segment the knowledge
+    base's articles (after an upgrade or a user-dictionary change; safe while the API serves)."""
+    written, articles = asyncio.run(_reindex(batch))
+    typer.echo(f"{written} search document(s) written, {articles} knowledge-base article(s) re-segmented")
 
 
-async def _reindex(batch: int) -> int:
+async def _reindex(batch: int) -> tuple[int, int]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from sqlalchemy import func, select
 
@@ -186,6 +191,7 @@ async def _reindex(batch: int) -> int:
     from app.db import migrate as migrations
     from app.db.session import Database
     from app.models.ticket import Ticket
+    from app.services.knowledge_base import KnowledgeBase
     from app.services.search import build_search_index
 
     settings = load_settings()
@@ -206,12 +212,23 @@ async def _reindex(batch: int) -> int:
                 async with db.transaction() as session:
                     done = await search.reindex_tickets(session, next_id, batch=batch)
                 if done.last_id is None:
-                    return written
+                    break
                 written += done.documents
                 progress.update(task, advance=done.tickets)
                 next_id = done.last_id + 1
+        return written, await _resegment_articles(db, KnowledgeBase(search), batch)
     finally:
         await db.dispose()
+
+
+async def _resegment_articles(db: Database, kb: KnowledgeBase, batch: int) -> int:
+    articles, next_id = 0, 1
+    while True:
+        async with db.transaction() as session:
+            done = await kb.reindex(session, next_id, batch=batch)
+        if done is None:
+            return articles
+        next_id, articles = done[0] + 1, articles + done[1]
 
 
 @app.command("create-admin")

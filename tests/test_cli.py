@@ -93,11 +93,19 @@ def test_reindex_rebuilds_the_search_index_from_tickets_and_messages(runner, env
                 (n,),
             )
 
+        # An article written before its words were known: re-segmented with the dictionary.
+        conn.execute(
+            "INSERT INTO kb_articles (id, title, body, status, tokens, created_at, updated_at, version) "
+            "VALUES (1, '蓝屏怎么办', '电脑蓝屏时先重启', 'published', '', "
+            "'2026-11-24 08:00:00.000000', '2026-11-24 08:00:00.000000', 1)"
+        )
+
     result = runner.invoke(cli, ["reindex", "--batch", "2"], env=env)
     again = runner.invoke(cli, ["reindex"], env=env)
 
     assert result.exit_code == 0, result.output
-    assert "10 search document(s) written" in result.stdout
+    assert "10 search document(s) written, 1 knowledge-base article(s) re-segmented" in result.stdout
+    assert query(tmp_path, "SELECT count(*) FROM kb_articles_fts WHERE kb_articles_fts MATCH ?", '"蓝屏"') == [(1,)]
     assert again.exit_code == 0, again.output  # idempotent: the same documents, refreshed
     match = "SELECT count(*) FROM search_docs_fts WHERE search_docs_fts MATCH ?"
     assert query(tmp_path, match, '"密码"') == [(5,)]

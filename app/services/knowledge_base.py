@@ -183,9 +183,9 @@ class KnowledgeBase:
 
     # --- maintenance -----------------------------------------------------------------------
 
-    async def reindex(self, session: AsyncSession, first_id: int, *, batch: int) -> int | None:
+    async def reindex(self, session: AsyncSession, first_id: int, *, batch: int) -> tuple[int, int] | None:
         """Re-segment up to `batch` articles from id `first_id` on (after a dictionary change);
-        returns the last id done, None when none was left. Idempotent."""
+        returns the last id done and how many, None when none was left. Idempotent."""
         rows = await crud_kb.token_batch(session, first_id, batch=batch)
         if not rows:
             return None
@@ -193,4 +193,4 @@ class KnowledgeBase:
             lambda: {i: article_tokens(self.segmenter, title, body) for i, title, body in rows}
         )
         await crud_kb.set_tokens(session, tokens)
-        return rows[-1][0]
+        return rows[-1][0], len(rows)

@@ -124,7 +124,7 @@ async def test_an_edited_article_is_retrieved_by_its_new_words(app, author):
 async def test_reindex_rewrites_the_tokens_of_every_article(app, articles):
     ctx = app.state.ctx
     async with ctx.db.transaction() as session:
-        assert await ctx.kb.reindex(session, 1, batch=100) == max(articles.values())
+        assert await ctx.kb.reindex(session, 1, batch=100) == (max(articles.values()), len(articles))
         assert await ctx.kb.reindex(session, max(articles.values()) + 1, batch=100) is None
     assert await retrieve(app, "宿舍的wifi连不上怎么办") == [articles["wifi"]]
 
