@@ -4,11 +4,13 @@ and everything is read from HELPDESK_* environment variables (nested with __).""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
+from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.core.config import Settings, load_settings
 
@@ -120,3 +122,33 @@ def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(monkey
 
     assert settings.wechat.app_id == "wx-from-dotenv"
     assert settings.port == 9003
+
+
+def setting_names() -> set[str]:
+    """Every environment variable the settings read: HELPDESK_X, and HELPDESK_GROUP__X for the
+    nested groups (a list of models, like the LLM providers, is one JSON variable)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names |= {f"HELPDESK_{name}__{sub}".upper() for sub in group.model_fields}
+        else:
+            names.add(f"HELPDESK_{name}".upper())
+    return names
+
+
+def test_env_example_documents_every_setting_and_only_real_ones() -> None:
+    example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    mentioned = set(re.findall(r"^#?\s*(HELPDESK_[A-Z0-9_]+)=", example, flags=re.MULTILINE))
+
+    assert setting_names() - mentioned == set()
+    assert mentioned - setting_names() == set()
+
+
+def test_env_example_is_a_valid_env_file(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)  # no data/ written next to the checkout
+    settings = Settings(_env_file=Path(__file__).parents[2] / ".env.example")  # type: ignore[call-arg]
+
+    assert settings.env == "development"
+    assert settings.llm.triage == "suggest"
+    assert not settings.llm.enabled
