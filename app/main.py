@@ -30,6 +30,7 @@ from app.db.session import Database
 from app.jobs.handlers import build_worker
 from app.jobs.wake import RedisJobSignal
 from app.llm.client import LlmClient
+from app.llm.jobs import wire_ai
 from app.llm.usage import database_sink
 from app.realtime.bus import EventBus
 from app.realtime.redis_bridge import RedisBridge
@@ -191,6 +192,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             attachments=ctx.attachments,
             http=http,
         )
+        ai = wire_ai(settings, ctx.llm, ctx.tickets)  # AI triage on new tickets
         # Always a worker: with --no-worker it takes only the jobs routed to the bots this
         # process holds (QQ sends), so those are never stranded.
         worker = build_worker(
@@ -200,8 +202,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             ctx.webhooks,
             handles_unrouted=settings.worker.enabled,
             routing_keys=bot.routing_keys,
-            extra_handlers=bot.handlers,
-            listeners=bot.listeners,
+            extra_handlers=bot.handlers | ai.handlers,
+            listeners=[*bot.listeners, *ai.listeners],
         )
         ctx.onebot.on_attach(lambda _connection: worker.wake())  # a bot is back: its messages can go
         await ctx.onebot.start(connect_forward=False)

@@ -463,6 +463,44 @@ class TicketService:
         agents (internal), by the system, bookkeeping (`version` stays)."""
         await self._record(session, ticket, kind, None, internal=True, data=data)
 
+    async def apply_ai_triage(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        *,
+        suggestion: dict[str, Any],
+        category_id: int | None = None,
+        priority: Priority | None = None,
+        add_tags: Sequence[str] = (),
+    ) -> Ticket:
+        """The AI's triage (app/llm/triage.py): the suggestion on the internal timeline for
+        agents (bookkeeping: `version` stays) and, in mode `apply`, the fields the caller found
+        still unset, written like any change with no actor and `"by": "ai"`. Tags are only
+        added; the caller passes names of tags that exist."""
+        await self._record(
+            session, ticket, "ticket.updated", None, internal=True, data={"by": "ai", "triage": suggestion}
+        )
+        changes: dict[str, list[Any]] = {}
+        if category_id is not None and ticket.category_id is None:
+            await self._check_references(session, category_id=category_id, assignee_id=None, team_id=None)
+            changes["category_id"] = [None, category_id]
+            ticket.category_id = category_id
+        if priority is not None and priority != ticket.priority:
+            changes["priority"] = [ticket.priority.value, priority.value]
+            ticket.priority, ticket.priority_rank = priority, priority.rank
+        old = [tag.name for tag in ticket.tags]
+        if set(add_tags) - set(old):
+            ticket.tags = await crud_ticket.get_or_create_tags(session, [*old, *add_tags])
+            changes["tags"] = [old, [tag.name for tag in ticket.tags]]
+        if not changes:
+            await session.flush()
+            return ticket
+        await self._record(session, ticket, "ticket.updated", None, data={**changes, "by": "ai"})
+        if "category_id" in changes:
+            await self._auto_assign(session, ticket)
+        self._touch(ticket, utcnow())
+        return await self._save(session, ticket)
+
     # --- shared steps ---------------------------------------------------------------------
 
     async def _record(
