@@ -17,7 +17,7 @@ $(BIN)/.synced: requirements-dev.lock pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-.PHONY: help install run test lint fmt migrate lock bench bench-search
+.PHONY: help install run test lint fmt migrate lock bench bench-search bench-llm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -54,3 +54,7 @@ bench: $(BIN)/.synced ## print the benchmarks (figures and ratios against refere
 SEARCH_ARGS ?= --tickets 10000 1000000 --db sqlite postgresql
 bench-search: $(BIN)/.synced ## search latency on generated tickets (minutes at 1M; narrow with SEARCH_ARGS=...)
 	$(BIN)/python -m bench.search $(SEARCH_ARGS)
+
+LLM_ARGS ?= --iterations 300
+bench-llm: $(BIN)/.synced ## time to first token of reply drafts: ours vs the fake provider direct (SQLite)
+	$(BIN)/python -m bench.llm_stream $(LLM_ARGS)

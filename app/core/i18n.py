@@ -61,6 +61,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "rating_not_allowed": ("当前无法评价该工单", "This ticket cannot be rated now"),
     "ai_disabled": ("AI 功能未开启", "This AI feature is switched off"),
     "ai_unavailable": ("AI 服务暂时不可用，请稍后重试", "The AI providers are unavailable; try again later"),
+    "ai_interrupted": ("AI 回复中断，请重试", "The AI provider stopped mid-answer; try again"),
     "idempotency_key_reused": (
         "该 Idempotency-Key 已用于另一个请求",
         "This Idempotency-Key was used for a different request",

@@ -262,20 +262,27 @@ class LlmClient:
         *,
         ticket_id: int | None = None,
         temperature: float | None = None,
+        on_provider: Callable[[str, str], None] | None = None,
     ) -> AsyncIterator[str]:
         """Text pieces as the provider sends them. A provider that fails before its first piece
-        is replaced by the next; one that breaks off later raises `StreamInterrupted`."""
+        is replaced by the next; one that breaks off later raises `StreamInterrupted`.
+        `on_provider(name, model)` is called once, with the provider whose text is relayed
+        (before its first piece, or when it ends without any)."""
         wire = self._wire(messages)
         for provider in self._candidates():
             relayed = False
             try:
                 async for piece in self._stream_attempt(provider, feature, ticket_id, wire, temperature):
+                    if not relayed and on_provider is not None:
+                        on_provider(provider.name, provider.model_for(feature))
                     relayed = True
                     yield piece
             except AttemptFailed as failed:
                 if relayed:
                     raise StreamInterrupted(failed.reason) from failed
                 continue
+            if not relayed and on_provider is not None:
+                on_provider(provider.name, provider.model_for(feature))
             return
         raise LlmUnavailable(feature)
 

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from app.api.v1.endpoints import (
+    ai,
     attachments,
     auth,
     canned_responses,
@@ -25,6 +26,7 @@ api_router.include_router(health.router)
 api_router.include_router(auth.router)
 api_router.include_router(users.router)
 api_router.include_router(tickets.router)
+api_router.include_router(ai.router)
 api_router.include_router(attachments.router)
 api_router.include_router(categories.router)
 api_router.include_router(teams.router)
