@@ -191,6 +191,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             identities=ctx.qq_identities,
             attachments=ctx.attachments,
             http=http,
+            llm=ctx.llm,
+            kb=ctx.kb,
+            limiter=limiter,
         )
         ai = wire_ai(settings, ctx.llm, ctx.tickets)  # AI triage on new tickets
         # Always a worker: with --no-worker it takes only the jobs routed to the bots this

@@ -7,16 +7,20 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.bot.assistant import QQAssistant
 from app.bot.inbox import InboxStore
 from app.bot.jobs import bot_job_handlers
 from app.bot.outbox import routing_key
 from app.bot.service import QQHelpdesk
 from app.core.config import OneBotSettings
+from app.core.ratelimit import RateLimiter
 from app.db.session import Database
 from app.jobs.handlers import EventListener
 from app.jobs.worker import Handler
+from app.llm.client import LlmClient
 from app.onebot.hub import OneBotConfig, OneBotHub
 from app.services.attachment import AttachmentService
+from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.ticket import TicketService
 
@@ -63,10 +67,23 @@ def wire_bot(
     identities: QQIdentityService,
     attachments: AttachmentService,
     http: httpx.AsyncClient,
+    llm: LlmClient | None = None,
+    kb: KnowledgeBase | None = None,
+    limiter: RateLimiter | None = None,
 ) -> BotWiring:
     """Events with an id go through the database inbox; the helpdesk's jobs and notifications
-    join the worker."""
+    join the worker. With `llm` and `kb`, free text in a private chat goes to the assistant."""
     hub.dedupe = InboxStore(db)
-    helpdesk = QQHelpdesk(settings, tickets=tickets, identities=identities)
+    assistant = None
+    if llm is not None and kb is not None:
+        assistant = QQAssistant(
+            llm.settings,
+            llm=llm,
+            kb=kb,
+            tickets=tickets,
+            limiter=limiter or identities.limiter,
+            max_chars=settings.message_max_chars,
+        )
+    helpdesk = QQHelpdesk(settings, tickets=tickets, identities=identities, assistant=assistant)
     handlers = bot_job_handlers(settings, helpdesk, hub, tickets=tickets, attachments=attachments, http=http)
     return BotWiring(hub, helpdesk, handlers, [helpdesk.notify])

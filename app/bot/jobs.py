@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from app.bot.assistant import QQ_ASSIST
 from app.bot.inbox import QQ_EVENT
 from app.bot.media import DownloadFailed, download
 from app.bot.outbox import QQ_ACTION, QQ_SEND, queue_part
@@ -123,7 +124,12 @@ def bot_job_handlers(
                 ticket = await crud_ticket.reload(session, payload["ticket_id"])
                 await tickets.record_attachment_failure(session, ticket, name=payload["name"], reason=exc.code)
 
-    return {QQ_EVENT: handle_event, QQ_SEND: send, QQ_ACTION: call, QQ_FETCH_IMAGE: fetch_image}
+    handlers: dict[str, Handler] = {QQ_EVENT: handle_event, QQ_SEND: send, QQ_ACTION: call, QQ_FETCH_IMAGE: fetch_image}
+    if helpdesk.assistant is not None:
+        # Registered even while the feature is off: a queued question still gets its answer
+        # or, with no provider, its ticket.
+        handlers[QQ_ASSIST] = helpdesk.assistant.answer
+    return handlers
 
 
 class _Undeliverable(Exception):

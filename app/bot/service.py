@@ -4,7 +4,8 @@ Inbound events arrive from the inbox (`app/bot/inbox.py`) in a job, with a datab
 every answer is queued through `app/bot/outbox.py` in the same transaction, so a handled event
 and its replies commit together or not at all. A command runs inside a savepoint: a refused
 command (unknown ticket, not yours, closed) leaves nothing half-written and gets a clear
-Chinese reply; nothing reaches QQ users as a stack trace.
+Chinese reply; nothing reaches QQ users as a stack trace. Other text in a private chat goes to
+the AI assistant (`app/bot/assistant.py`) when AI is on, else gets the help.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bot import outbox
+from app.bot.assistant import QQAssistant
 from app.bot.commands import Command, CommandError, parse_command
 from app.bot.media import image_source
 from app.bot.texts import channel_name, priority_name, status_name, text
@@ -63,10 +65,12 @@ class QQHelpdesk:
         *,
         tickets: TicketService,
         identities: QQIdentityService,
+        assistant: QQAssistant | None = None,
     ) -> None:
         self.settings = settings
         self.tickets = tickets
         self.identities = identities
+        self.assistant = assistant  # free text in a private chat, when AI is on
         self.agent_groups = frozenset(settings.agent_groups)
         self.ignored_users = frozenset(settings.ignored_users)
 
@@ -114,6 +118,18 @@ class QQHelpdesk:
         if command is None:
             ticket_id = await self._quoted_ticket(session, event)
             if ticket_id is None:
+                question = event.message.plain_text().strip()
+                assistant = self.assistant
+                if assistant is not None and assistant.enabled and not chat.in_group and question and user.is_active:
+                    await assistant.receive(
+                        session,
+                        self_id=chat.self_id,
+                        user=user,
+                        qq_user_id=chat.user_id,
+                        message=question,
+                        key=chat.key,
+                    )
+                    return
                 await self._reply(session, chat, text("help_group" if chat.in_group else "help", chat.lang))
                 return
             body = event.message.plain_text().strip()

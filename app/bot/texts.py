@@ -238,6 +238,61 @@ TEXTS: dict[str, tuple[str, str]] = {
         "The QQ notification could not be delivered: the user is not the bot's friend and there is "
         "no group to @ them in. Please reach them another way.",
     ),
+    # --- the AI assistant (private chat, free text) ---------------------------------------------
+    # assistant_sources: {titles} (already quoted: 《重置密码》、《连接校园网》)
+    "assistant_sources": ("参考：{titles}", "Sources: {titles}"),
+    "assistant_hint": ("回复「转人工」联系人工客服。", 'Reply "human" to reach a person.'),
+    "assistant_resolved": (
+        "很高兴问题解决了！以后遇到问题随时找我。",
+        "Glad that solved it! Message me any time you need help.",
+    ),
+    "assistant_describe_first": (
+        "请先用一两句话描述你遇到的问题，我会先帮你查找解决办法；解决不了再为你转人工。"
+        "也可以发送 /报修 标题 直接提交工单。",
+        "Please describe your problem in a sentence or two: I will look for a solution first and "
+        "pass you to a person if that does not help. Or send /new <title> to open a ticket directly.",
+    ),
+    # assistant_rate_limited: {seconds}
+    "assistant_rate_limited": (
+        "消息有点多，请 {seconds} 秒后再问我。需要人工时回复「转人工」。",
+        'That is a lot of messages; please ask again in {seconds} seconds. Reply "human" to reach a person.',
+    ),
+    # assistant_handover_*: {number}
+    "assistant_handover_requested": (
+        "好的，已为你转人工客服，工单编号：{number}\n我们会尽快处理，进度会在 QQ 上通知你；"
+        "也可以随时发送 /查看 {number} 查看进度。",
+        "Sure, a person will take it from here. Ticket number: {number}\n"
+        "We will keep you posted here; send /show {number} any time to check.",
+    ),
+    "assistant_handover_ungrounded": (
+        "这个问题我在知识库里没有找到可靠的答案，已为你转人工客服，工单编号：{number}\n"
+        "我们会尽快处理，进度会在 QQ 上通知你；也可以随时发送 /查看 {number} 查看进度。",
+        "I could not find a reliable answer in our knowledge base, so I passed your question to a person. "
+        "Ticket number: {number}\nWe will keep you posted here; send /show {number} any time to check.",
+    ),
+    "assistant_handover_turns": (
+        "看来问题还没有解决，已为你转人工客服，工单编号：{number}\n"
+        "我们会尽快处理，进度会在 QQ 上通知你；也可以随时发送 /查看 {number} 查看进度。",
+        "It looks like this is not solved yet, so I passed it to a person. Ticket number: {number}\n"
+        "We will keep you posted here; send /show {number} any time to check.",
+    ),
+    "assistant_handover_unavailable": (
+        "智能助手暂时无法回答，已为你转人工客服，工单编号：{number}\n"
+        "我们会尽快处理，进度会在 QQ 上通知你；也可以随时发送 /查看 {number} 查看进度。",
+        "The assistant cannot answer right now, so I passed your question to a person. Ticket number: {number}\n"
+        "We will keep you posted here; send /show {number} any time to check.",
+    ),
+    # For the ticket a handover opens, read by agents. assistant_transcript: {reason}
+    "assistant_transcript": (
+        "（来自 QQ 智能助手，转人工原因：{reason}）",
+        "(From the QQ assistant, handed over: {reason})",
+    ),
+    "assistant_transcript_user": ("用户", "User"),
+    "assistant_transcript_bot": ("助手", "Assistant"),
+    "assistant_reason_requested": ("用户要求人工服务", "the user asked for a person"),
+    "assistant_reason_ungrounded": ("知识库中没有可靠答案", "no reliable answer in the knowledge base"),
+    "assistant_reason_turns": ("多轮回答后仍未解决", "still unsolved after several answers"),
+    "assistant_reason_unavailable": ("AI 服务不可用", "the AI service was unavailable"),
     # --- names --------------------------------------------------------------------------------
     "status_new": ("新建", "New"),
     "status_open": ("处理中", "Open"),

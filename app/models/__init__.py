@@ -1,6 +1,7 @@
 """All tables, imported here so that one metadata serves the app and Alembic."""
 
 from app.db.base import Base
+from app.models.assistant import ConversationStatus, QQAssistantConversation
 from app.models.attachment import Attachment
 from app.models.auth_session import AuthSession, RefreshToken
 from app.models.canned_response import CannedResponse
@@ -37,6 +38,7 @@ __all__ = [
     "CannedResponse",
     "Category",
     "Channel",
+    "ConversationStatus",
     "DeliveryStatus",
     "ExternalIdentity",
     "IdempotencyRecord",
@@ -49,6 +51,7 @@ __all__ = [
     "LlmCall",
     "Message",
     "Priority",
+    "QQAssistantConversation",
     "QQBindingCode",
     "QQInboxEvent",
     "QQSentMessage",
