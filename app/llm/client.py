@@ -18,11 +18,13 @@ path"): usage rows are written in short transactions of their own.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -55,6 +57,7 @@ class Outcome(StrEnum):
     connection_error = "connection_error"
     invalid_output = "invalid_output"
     error = "error"  # any other refusal: 400, 401, 404...
+    cancelled = "cancelled"  # the reader of a stream left before its end
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ class LlmClient:
         self.usage = usage
         self.masker = masker or Masker(enabled=settings.mask_personal_data, extra_patterns=settings.mask_patterns)
         self.clock = clock
+        self._recording: set[asyncio.Task[None]] = set()
         self.providers = [
             Provider(
                 p,
@@ -207,6 +211,8 @@ class LlmClient:
         return bool(self.providers)
 
     async def aclose(self) -> None:
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
         for provider in self.providers:
             await provider.client.close()
 
@@ -263,7 +269,7 @@ class LlmClient:
         ticket_id: int | None = None,
         temperature: float | None = None,
         on_provider: Callable[[str, str], None] | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Text pieces as the provider sends them. A provider that fails before its first piece
         is replaced by the next; one that breaks off later raises `StreamInterrupted`.
         `on_provider(name, model)` is called once, with the provider whose text is relayed
@@ -272,11 +278,15 @@ class LlmClient:
         for provider in self._candidates():
             relayed = False
             try:
-                async for piece in self._stream_attempt(provider, feature, ticket_id, wire, temperature):
-                    if not relayed and on_provider is not None:
-                        on_provider(provider.name, provider.model_for(feature))
-                    relayed = True
-                    yield piece
+                # aclosing: a reader that stops early closes the attempt now, so it is recorded.
+                async with contextlib.aclosing(
+                    self._stream_attempt(provider, feature, ticket_id, wire, temperature)
+                ) as pieces:
+                    async for piece in pieces:
+                        if not relayed and on_provider is not None:
+                            on_provider(provider.name, provider.model_for(feature))
+                        relayed = True
+                        yield piece
             except AttemptFailed as failed:
                 if relayed:
                     raise StreamInterrupted(failed.reason) from failed
@@ -388,7 +398,7 @@ class LlmClient:
         ticket_id: int | None,
         wire: list[dict[str, str]],
         temperature: float | None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         model = provider.model_for(feature)
         started = time.perf_counter()
         usage_option: ChatCompletionStreamOptionsParam | Omit = (
@@ -415,6 +425,15 @@ class LlmClient:
             failed = classify(exc)
             await self._fail(provider, feature, ticket_id, model, started, failed)
             raise failed from exc
+        except BaseException:
+            # The reader went away (a closed browser tab: GeneratorExit or cancellation). The
+            # tokens were spent all the same; the row is written by a task of its own, as this
+            # one may not await any more.
+            cancelled = Attempt(
+                feature, ticket_id, provider.name, model, Outcome.cancelled, _elapsed_ms(started), error="reader left"
+            )
+            self._record_soon(cancelled)
+            raise
         provider.breaker.succeeded()
         attempt = Attempt(
             feature, ticket_id, provider.name, model, Outcome.ok, _elapsed_ms(started), prompt_tokens, completion_tokens
@@ -433,6 +452,11 @@ class LlmClient:
     def _breaker_failed(self, provider: Provider, outcome: Outcome, reason: str) -> None:
         provider.breaker.failed(self.clock())
         log.warning("LLM provider %s failed: %s (%s)", provider.name, outcome.value, reason)
+
+    def _record_soon(self, attempt: Attempt) -> None:
+        task = asyncio.get_running_loop().create_task(self._record(attempt))
+        self._recording.add(task)  # a reference until done: the loop keeps only weak ones
+        task.add_done_callback(self._recording.discard)
 
     async def _record(self, attempt: Attempt) -> None:
         if self.usage is None:

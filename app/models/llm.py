@@ -28,7 +28,7 @@ class LlmCall(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
-    # ok, timeout, rate_limited, server_error, connection_error, invalid_output, error
+    # ok, timeout, rate_limited, server_error, connection_error, invalid_output, error, cancelled
     outcome: Mapped[str] = mapped_column(String(32))
     # A short reason for a failure (the status code, the validation error); never the prompt.
     error: Mapped[str | None] = mapped_column(String(300))

@@ -347,6 +347,20 @@ async def test_a_stream_breaking_off_midway_is_interrupted(first: FakeOpenAI, se
     await llm.aclose()
 
 
+async def test_a_stream_whose_reader_leaves_is_recorded_as_cancelled(first: FakeOpenAI) -> None:
+    """A closed browser tab: the provider's tokens were spent, so the attempt still counts."""
+    attempts: list[Attempt] = []
+    llm = client_for(provider("a", first), attempts=attempts)
+    first.script(Reply("您好，请稍等", chunks=["您好，", "请稍等"], chunk_delay=5.0))
+
+    pieces = llm.stream("reply", QUESTION)
+    assert await anext(pieces) == "您好，"
+    await pieces.aclose()  # what Starlette does when the client disconnects
+    await llm.aclose()  # waits for the row written in the background
+
+    assert outcomes(attempts) == [("a", "cancelled")]
+
+
 async def test_keys_and_prompts_stay_out_of_the_logs() -> None:
     async with running_fake_openai(api_key="sk-very-secret-key") as fake:
         llm = client_for(provider("a", fake, api_key="sk-very-secret-key"), attempts=[])
