@@ -42,12 +42,18 @@ async def add_call(session: AsyncSession, attempt: Attempt) -> None:
 
 
 async def ticket_ai(session: AsyncSession, ticket_id: int, *, for_update: bool = False) -> TicketAi:
-    """The ticket's row, created empty on first use."""
-    row = await session.get(TicketAi, ticket_id, with_for_update=for_update)
-    if row is None:
-        row = TicketAi(ticket_id=ticket_id)
-        session.add(row)
-    return row
+    """The ticket's row, created empty on first use. The insert yields to a concurrent one (a
+    summary stored while the triage job runs), so neither fails on the primary key."""
+    stmt = _insert(session)(TicketAi).values(ticket_id=ticket_id).on_conflict_do_nothing(index_elements=["ticket_id"])
+    await session.execute(stmt)
+    row = select(TicketAi).where(TicketAi.ticket_id == ticket_id).execution_options(populate_existing=True)
+    if for_update:
+        row = row.with_for_update()
+    return (await session.execute(row)).scalar_one()
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 # --- what the AI features read -------------------------------------------------------------------
@@ -121,8 +127,9 @@ async def store_summary(
     """Keep `summary` as of timeline event `event_id`, unless a summary of a later state is
     already stored (a slower request must not overwrite a fresher one). One upsert: two first
     summaries of a ticket at once cannot collide on the primary key."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(TicketAi).values(ticket_id=ticket_id, summary=summary, summary_event_id=event_id, summarized_at=at)
+    stmt = _insert(session)(TicketAi).values(
+        ticket_id=ticket_id, summary=summary, summary_event_id=event_id, summarized_at=at
+    )
     stored = TicketAi.summary_event_id
     stmt = stmt.on_conflict_do_update(
         index_elements=[TicketAi.ticket_id],
@@ -141,7 +148,8 @@ def _figures() -> tuple[Any, ...]:
     a double on SQLite and a numeric on PostgreSQL)."""
     return (
         func.count(LlmCall.id).label("calls"),
-        func.coalesce(func.sum(case((LlmCall.outcome != "ok", 1), else_=0)), 0).label("failures"),
+        # A stream whose reader left (cancelled) is not the provider's failure.
+        func.coalesce(func.sum(case((LlmCall.outcome.notin_(["ok", "cancelled"]), 1), else_=0)), 0).label("failures"),
         func.coalesce(func.sum(LlmCall.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(LlmCall.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(LlmCall.latency_ms), 0).label("latency_ms"),

@@ -175,3 +175,21 @@ async def test_a_summary_call_shows_up_in_todays_usage(client, customer, agent, 
     assert (group["prompt_tokens"], group["completion_tokens"]) == (321, 45)
     today = (await report(client, admin))["groups"][-1]
     assert today["calls"] == 1
+
+
+async def test_a_stream_whose_reader_left_is_a_call_but_not_a_failure(app, client, admin):
+    async with app.state.ctx.db.transaction() as session:
+        session.add(
+            LlmCall(
+                created_at=utc("2026-11-10 03:00:00"),
+                feature="reply",
+                provider="qwen",
+                model="qwen-model",
+                outcome="cancelled",
+                latency_ms=900,
+            )
+        )
+
+    body = await report(client, admin, **WINDOW, group_by="provider")
+
+    assert body["groups"] == [{"key": "qwen", **figures(1, 0, 0, 0, 900.0)}]
