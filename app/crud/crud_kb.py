@@ -15,6 +15,7 @@ floating-point scores).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -25,17 +26,18 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    case,
     column,
     func,
     literal,
     literal_column,
     select,
     table,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
+from sqlalchemy.sql.elements import TextClause
 
 from app.core.errors import KbArticleNotFound
 from app.crud.crud_search import fts5_query, is_sqlite, like_pattern, tsquery
@@ -124,40 +126,79 @@ def occurrences(term: str) -> ColumnElement[Any]:
     return removed // (len(needle) - 1)  # exact: integer division of a whole multiple
 
 
-def _index_match(session: AsyncSession, stmt: Select[Any], terms: Sequence[str], *, any_term: bool) -> Select[Any]:
-    """`stmt` narrowed by the full-text index to articles holding every term (or any)."""
+def _index_match(session: AsyncSession, stmt: Select[Any], terms: Sequence[str]) -> Select[Any]:
+    """`stmt` narrowed by the full-text index to articles holding every term."""
     if is_sqlite(session):
-        match = literal_column("kb_articles_fts").op("MATCH")(literal(fts5_query(terms, any_term=any_term), String))
+        match = literal_column("kb_articles_fts").op("MATCH")(literal(fts5_query(terms), String))
         return stmt.join(_FTS, _FTS.c.rowid == KbArticle.id).where(match)
-    return stmt.where(_TSV.op("@@")(tsquery(terms, any_term=any_term)))
+    return stmt.where(_TSV.op("@@")(tsquery(terms)))
 
 
 async def ranked(
-    session: AsyncSession, articles: Select[KbArticle], terms: Sequence[str], *, any_term: bool, limit: int
-) -> list[tuple[KbArticle, int, int]]:
-    """(article, distinct terms held, occurrences of the terms) for the best `limit` articles
-    of `articles` holding every term (or, with `any_term`, at least one): most distinct terms
-    first, then most occurrences, then newest."""
+    session: AsyncSession, articles: Select[KbArticle], terms: Sequence[str], *, limit: int
+) -> list[KbArticle]:
+    """The best `limit` articles of `articles` holding every term: most occurrences of the
+    terms first, then newest."""
     if not terms:
         return []
-    counts = [occurrences(term).label(f"c{i}") for i, term in enumerate(terms)]
-    candidates = _index_match(session, articles.with_only_columns(KbArticle.id, *counts), terms, any_term=any_term)
-    scored = candidates.subquery("scored")
-    held: ColumnElement[Any] = literal(0)
     total: ColumnElement[Any] = literal(0)
-    for i in range(len(terms)):
-        count = scored.c[f"c{i}"]
-        held = held + case((count > 0, 1), else_=0)
-        total = total + count
-    held, total = held.label("held"), total.label("occurrences")
+    for term in terms:
+        total = total + occurrences(term)
+    scored = _index_match(session, articles.with_only_columns(KbArticle.id, total.label("total")), terms)
+    scored_rows = scored.subquery("scored")
     stmt = (
-        select(KbArticle, held, total)
-        .join(scored, scored.c.id == KbArticle.id)
-        .where(held > 0 if any_term else held == len(terms))
-        .order_by(held.desc(), total.desc(), KbArticle.id.desc())
+        select(KbArticle)
+        .join(scored_rows, scored_rows.c.id == KbArticle.id)
+        .order_by(scored_rows.c.total.desc(), KbArticle.id.desc())
         .limit(limit)
     )
-    return [(article, int(h), int(t)) for article, h, t in await session.execute(stmt)]
+    return list((await session.execute(stmt)).scalars())
+
+
+async def best_published(session: AsyncSession, terms: Sequence[str], *, limit: int) -> list[KbArticle]:
+    """The `limit` published articles holding most of `terms` (any may match): most distinct
+    terms held first, then most occurrences, then newest.
+
+    Retrieval runs before every AI answer, with up to two dozen terms; as an expression tree
+    the statement costs milliseconds of Python to build each time. This one is SQL text, made
+    once per dialect and number of terms, with the terms as bound parameters."""
+    if not terms or limit < 1:
+        return []
+    sql = _best_published_sql(is_sqlite(session), len(terms))
+    params: dict[str, Any] = {f"n{i}": f" {term} " for i, term in enumerate(terms)}
+    if is_sqlite(session):
+        params["match"] = fts5_query(terms, any_term=True)
+    else:
+        params |= {f"t{i}": term for i, term in enumerate(terms)}
+    ids = [row[0] for row in await session.execute(sql, {**params, "status": KbStatus.published.value, "limit": limit})]
+    if not ids:
+        return []
+    found = {a.id: a for a in (await session.execute(select(KbArticle).where(KbArticle.id.in_(ids)))).scalars()}
+    return [found[i] for i in ids if i in found]
+
+
+@functools.cache
+def _best_published_sql(sqlite: bool, count: int) -> TextClause:
+    # Tokens padded to two spaces apart, so " term " counts neighbours ("vpn vpn") twice; the
+    # characters a replace removes, over the needle's length less one, is the exact count.
+    occurrences = [f"(length(p) - length(replace(p, :n{i}, ' '))) / (length(:n{i}) - 1)" for i in range(count)]
+    held = " + ".join(f"(CASE WHEN c{i} > 0 THEN 1 ELSE 0 END)" for i in range(count))
+    total = " + ".join(f"c{i}" for i in range(count))
+    if sqlite:
+        source = (
+            "kb_articles JOIN kb_articles_fts ON kb_articles_fts.rowid = kb_articles.id "
+            "WHERE kb_articles_fts MATCH :match AND kb_articles.status = :status"
+        )
+    else:
+        query = " || ".join(f"plainto_tsquery('simple', :t{i})" for i in range(count))
+        source = f"kb_articles WHERE kb_articles.tokens_fts @@ ({query}) AND kb_articles.status = :status"
+    counts = ", ".join(f"{expression} AS c{i}" for i, expression in enumerate(occurrences))
+    padded = "' ' || replace(kb_articles.tokens, ' ', '  ') || ' '"
+    return text(
+        f"SELECT id FROM (SELECT id, {held} AS held, {total} AS total FROM "  # noqa: S608  # no user text: binds only
+        f"(SELECT id, {counts} FROM (SELECT kb_articles.id AS id, {padded} AS p FROM {source}) AS padded) AS counted"
+        ") AS scored WHERE held > 0 ORDER BY held DESC, total DESC, id DESC LIMIT :limit"
+    )
 
 
 async def containing(

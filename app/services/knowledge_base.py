@@ -159,8 +159,7 @@ class KnowledgeBase:
         if query.substring is not None:
             found = await crud_kb.containing(session, articles, query.substring, limit=limit)
         else:
-            ranked = await crud_kb.ranked(session, articles, query.terms, any_term=False, limit=limit)
-            found = [article for article, _, _ in ranked]
+            found = await crud_kb.ranked(session, articles, query.terms, limit=limit)
         return await self._hits(found, query)
 
     async def retrieve(self, session: AsyncSession, question: str, *, limit: int = 3) -> list[KbArticle]:
@@ -172,8 +171,7 @@ class KnowledgeBase:
         terms = await asyncio.to_thread(question_terms, self.segmenter, question)
         if not terms:
             return []
-        ranked = await crud_kb.ranked(session, crud_kb.published(), terms, any_term=True, limit=limit)
-        return [article for article, _, _ in ranked]
+        return await crud_kb.best_published(session, terms, limit=limit)
 
     async def _hits(self, articles: list[KbArticle], query: SearchQuery) -> list[KbHit]:
         if not articles:
