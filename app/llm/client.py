@@ -31,7 +31,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 import openai
 from openai import AsyncOpenAI, Omit
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionStreamOptionsParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionStreamOptionsParam
 from pydantic import BaseModel, ValidationError
 
 from app.core.config import LlmProviderSettings, LlmSettings
@@ -161,6 +161,7 @@ def classify(exc: Exception) -> AttemptFailed:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 REPAIR_PROMPT = "上面的输出不是符合要求的 JSON（{error}）。请只输出修正后的 JSON 对象，不要任何其他文字。"
+ANSWER_TOOL = "answer"
 JSON_PROMPT = "只输出一个 JSON 对象，不要任何其他文字。它必须符合这个 JSON Schema：\n{schema}"
 
 
@@ -246,16 +247,14 @@ class LlmClient:
         temperature: float | None = None,
     ) -> Structured[T]:
         """An answer validated as `schema`. The schema goes into the prompt; `response_format`
-        asks for JSON where the provider's flags allow; an invalid answer gets one repair
-        request on the same provider, then the next provider is tried."""
+        or a forced function call asks for JSON where the provider's flags allow; an invalid
+        answer gets one repair request on the same provider, then the next provider is tried."""
         schema_text = json.dumps(schema.model_json_schema(), ensure_ascii=False)
         wire = [*self._wire(messages), {"role": "system", "content": JSON_PROMPT.format(schema=schema_text)}]
         for provider in self._candidates():
-            response_format = _response_format(provider.settings, schema)
+            shape = _structured_options(provider.settings, schema)
             try:
-                value = await self._json_attempts(
-                    provider, feature, ticket_id, wire, schema, response_format, temperature
-                )
+                value = await self._json_attempts(provider, feature, ticket_id, wire, schema, shape, temperature)
             except AttemptFailed:
                 continue
             return Structured(value, provider.name, provider.model_for(feature))
@@ -316,10 +315,10 @@ class LlmClient:
         ticket_id: int | None,
         wire: list[dict[str, str]],
         schema: type[T],
-        response_format: dict[str, Any] | None,
+        shape: dict[str, Any],
         temperature: float | None,
     ) -> T:
-        options: dict[str, Any] = {"response_format": response_format, "temperature": temperature, "judge": schema}
+        options: dict[str, Any] = {"shape": shape, "temperature": temperature, "judge": schema}
         text = await self._attempt(provider, feature, ticket_id, wire, **options)
         try:
             return parse_json(text, schema)
@@ -336,19 +335,18 @@ class LlmClient:
         ticket_id: int | None,
         wire: list[dict[str, str]],
         *,
-        response_format: dict[str, Any] | None = None,
+        shape: dict[str, Any] | None = None,
         temperature: float | None = None,
         judge: type[BaseModel] | None = None,
         last_chance: bool = False,
     ) -> str:
-        """One non-streamed call, recorded. With `judge`, an answer that does not validate is
-        recorded as invalid_output; it fails the provider only on the `last_chance` (the repair
-        request), else the caller asks for a repair."""
+        """One non-streamed call, recorded. `shape` asks for structured output (see
+        `_structured_options`). With `judge`, an answer that does not validate is recorded as
+        invalid_output; it fails the provider only on the `last_chance` (the repair request),
+        else the caller asks for a repair."""
         model = provider.model_for(feature)
         started = time.perf_counter()
-        extra: dict[str, Any] = {}
-        if response_format is not None:
-            extra["response_format"] = response_format
+        extra: dict[str, Any] = dict(shape or {})
         if temperature is not None:
             extra["temperature"] = temperature
         try:
@@ -362,7 +360,7 @@ class LlmClient:
             failed = classify(exc)
             await self._fail(provider, feature, ticket_id, model, started, failed)
             raise failed from exc
-        text = (response.choices[0].message.content or "") if response.choices else ""
+        text = _answer_text(response)
         usage = response.usage
         outcome, reason = Outcome.ok, None
         if judge is not None:
@@ -467,15 +465,35 @@ class LlmClient:
             log.exception("could not record an LLM call of %s", attempt.feature)
 
 
-def _response_format(provider: LlmProviderSettings, schema: type[BaseModel]) -> dict[str, Any] | None:
+def _structured_options(provider: LlmProviderSettings, schema: type[BaseModel]) -> dict[str, Any]:
+    """How to ask this provider for JSON, most reliable first among what it is flagged for:
+    `json_schema`, `json_object`, a forced call of one function whose parameters are the schema
+    (`tools`: e.g. Ark models without JSON mode), else the prompt alone (some local models
+    reject `response_format` altogether). The schema is in the prompt in every case."""
     if provider.json_schema:
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-        }
+        json_schema = {"name": schema.__name__, "schema": schema.model_json_schema()}
+        return {"response_format": {"type": "json_schema", "json_schema": json_schema}}
     if provider.json_object:
-        return {"type": "json_object"}
-    return None  # some local models reject response_format altogether
+        return {"response_format": {"type": "json_object"}}
+    if provider.tools:
+        function = {"name": ANSWER_TOOL, "description": "给出答案", "parameters": schema.model_json_schema()}
+        return {
+            "tools": [{"type": "function", "function": function}],
+            "tool_choice": {"type": "function", "function": {"name": ANSWER_TOOL}},
+        }
+    return {}
+
+
+def _answer_text(response: ChatCompletion) -> str:
+    """The answer's text, or the arguments of its first function call (the `tools` shape)."""
+    if not response.choices:
+        return ""
+    message = response.choices[0].message
+    for call in message.tool_calls or []:
+        function = getattr(call, "function", None)  # custom tool calls carry no function
+        if function is not None:
+            return str(function.arguments)
+    return message.content or ""
 
 
 def _params(wire: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:

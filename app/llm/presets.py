@@ -5,7 +5,8 @@ A flag given in the settings always wins over its preset. The capability flags a
 reading of each provider's documentation at the time of writing: `json_schema` only where the
 provider documents it (DeepSeek and GLM reject it), `stream_usage` only where usage arrives in
 a final streamed chunk when asked with `stream_options`. Where a flag is off the layer still
-works: JSON is asked for in the prompt and validated, usage is estimated as unknown.
+works: JSON is asked for with a forced function call (`tools`) or in the prompt alone, and
+validated; usage is recorded as unknown.
 """
 
 from __future__ import annotations

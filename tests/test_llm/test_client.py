@@ -15,7 +15,16 @@ from app.llm.client import Attempt, ChatMessage, LlmClient, LlmUnavailable, Outc
 from app.llm.usage import database_sink
 from app.models.llm import LlmCall
 from tests.conftest import captured_logs
-from tests.fakes.openai_server import Drop, Fail, FakeOpenAI, Hang, Reply, StreamBreak, running_fake_openai
+from tests.fakes.openai_server import (
+    Drop,
+    Fail,
+    FakeOpenAI,
+    Hang,
+    Reply,
+    StreamBreak,
+    ToolCall,
+    running_fake_openai,
+)
 
 QUESTION = [ChatMessage("system", "你是工单助手。"), ChatMessage("user", "打印机卡纸了")]
 
@@ -181,6 +190,39 @@ async def test_response_format_follows_the_capability_flags(first: FakeOpenAI, s
     assert "response_format" not in second.requests[0]  # some local models reject it
     await schema_llm.aclose()
     await plain_llm.aclose()
+
+
+async def test_without_json_mode_a_provider_with_tools_answers_through_a_forced_function_call(
+    first: FakeOpenAI,
+) -> None:
+    """Ark's models, for one, take tools but not JSON mode."""
+    attempts: list[Attempt] = []
+    llm = client_for(provider("a", first, json_object=False, tools=True), attempts=attempts)
+    first.script(ToolCall("answer", '{"category": "网络", "urgent": true}'))
+
+    result = await llm.complete_json("triage", QUESTION, Verdict)
+
+    assert result.value == Verdict(category="网络", urgent=True)
+    body = first.requests[0]
+    assert "response_format" not in body
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "answer"}}
+    assert body["tools"][0]["function"]["parameters"]["required"] == ["category", "urgent"]
+    assert outcomes(attempts) == [("a", "ok")]
+    await llm.aclose()
+
+
+async def test_invalid_function_arguments_get_the_repair_too(first: FakeOpenAI) -> None:
+    attempts: list[Attempt] = []
+    llm = client_for(provider("a", first, json_object=False, tools=True), attempts=attempts)
+    first.script(
+        ToolCall("answer", '{"category": "网络"}'), ToolCall("answer", '{"category": "网络", "urgent": false}')
+    )
+
+    result = await llm.complete_json("triage", QUESTION, Verdict)
+
+    assert result.value.urgent is False
+    assert outcomes(attempts) == [("a", "invalid_output"), ("a", "ok")]
+    await llm.aclose()
 
 
 async def test_a_provider_rejecting_the_response_format_falls_back(first: FakeOpenAI, second: FakeOpenAI) -> None:
