@@ -204,7 +204,7 @@ async def prepare_ms(app: Any, ticket_id: int, iterations: int) -> list[float]:
 
 
 def app_settings(url: str, data_dir: Path, fake: FakeOpenAI) -> Settings:
-    provider = {"name": "fake", "base_url": fake.base_url, "api_key": "sk-test", "model": "fake-model"}
+    provider = fake.provider()
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="development",

@@ -168,6 +168,16 @@ class FakeOpenAI:
         """How many requests reached the server (refused ones included)."""
         return len(self.requests)
 
+    def provider(self, name: str = "fake", **extra: Any) -> dict[str, Any]:
+        """This server as one entry of `HELPDESK_LLM__PROVIDERS` (model `<name>-model`)."""
+        return {
+            "name": name,
+            "base_url": self.base_url,
+            "api_key": self.api_key or "any",
+            "model": f"{name}-model",
+            **extra,
+        }
+
     def script(self, *steps: Step) -> None:
         """Queue answers, one consumed per request, before `responder` and `default` apply."""
         self._queue.extend(steps)

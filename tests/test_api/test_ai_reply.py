@@ -47,14 +47,11 @@ def llm_config() -> str:
 
 @pytest.fixture
 def settings(settings, fake, backup, llm_config):
-    def provider(name: str, server: FakeOpenAI) -> dict[str, Any]:
-        return {"name": name, "base_url": server.base_url, "api_key": "sk-test", "model": f"{name}-model"}
-
     providers = {
-        "one": [provider("fake", fake)],
-        "two": [provider("fake", fake), provider("backup", backup)],
+        "one": [fake.provider()],
+        "two": [fake.provider(), backup.provider("backup")],
         "off": [],
-        "reply_off": [provider("fake", fake)],
+        "reply_off": [fake.provider()],
     }[llm_config]
     llm = LlmSettings(providers=providers, reply_suggestion=llm_config != "reply_off")
     return settings.model_copy(update={"llm": llm})

@@ -158,8 +158,7 @@ def settings(settings, request):
     if "fake" not in request.fixturenames:
         return settings
     fake = request.getfixturevalue("fake")
-    provider = {"name": "fake", "base_url": fake.base_url, "api_key": "sk-test", "model": "fake-model"}
-    return settings.model_copy(update={"llm": LlmSettings(providers=[provider])})
+    return settings.model_copy(update={"llm": LlmSettings(providers=[fake.provider()])})
 
 
 async def test_a_summary_call_shows_up_in_todays_usage(client, customer, agent, admin, fake):

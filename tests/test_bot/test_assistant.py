@@ -44,13 +44,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 def with_llm(settings: Settings, fake: FakeOpenAI, **llm: Any) -> Settings:
-    provider = {
-        "name": "fake",
-        "base_url": fake.base_url,
-        "api_key": "sk-test",
-        "model": "fake-model",
-        "timeout_seconds": 0.5,
-    }
+    provider = fake.provider(timeout_seconds=0.5)
     return settings.model_copy(update={"llm": LlmSettings(providers=[provider], **llm)})
 
 

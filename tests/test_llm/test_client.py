@@ -55,7 +55,7 @@ class Clock:
 
 
 def provider(name: str, fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "base_url": fake.base_url, "api_key": "sk-test", "model": f"{name}-model", **extra}
+    return fake.provider(name, **extra)
 
 
 def client_for(

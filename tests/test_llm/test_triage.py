@@ -71,8 +71,7 @@ def ai_on() -> bool:
 
 @pytest.fixture
 def settings(settings, fake, triage_mode, ai_on):
-    provider = {"name": "fake", "base_url": fake.base_url, "api_key": "sk-test", "model": "fake-model"}
-    llm = LlmSettings(providers=[provider] if ai_on else [], triage=triage_mode)
+    llm = LlmSettings(providers=[fake.provider()] if ai_on else [], triage=triage_mode)
     return settings.model_copy(update={"llm": llm})
 
 
