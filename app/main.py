@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from app.api.v1.endpoints import metrics as metrics_endpoint
 from app.api.v1.router import api_router
 from app.bot.election import ForwardElection
 from app.bot.hub import build_hub, wire_bot
@@ -21,6 +22,7 @@ from app.core.config import Settings, load_settings
 from app.core.context import AppContext
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
+from app.core.metrics import AppMetrics, HttpMetricsMiddleware
 from app.core.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
 from app.core.net import TrustedProxies
 from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -85,10 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(metrics_endpoint.router)  # /metrics: at the root, where scrapers look
     # The hub exists from here so its endpoints can be routed; it connects in the lifespan.
     app.state.onebot = build_hub(settings.onebot)
     if settings.onebot.inbound:
         app.router.routes.extend(app.state.onebot.routes())
+    # One registry per app; the metrics read the hub (and, from the lifespan, the bus and jobs).
+    app.state.metrics = AppMetrics()
+    app.state.metrics.live.onebot = app.state.onebot
+    # Innermost, next to the router: it reads the matched route from the scope.
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(MethodOverrideMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -141,6 +149,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
     auth = AuthService(settings.auth, hasher=hasher, signer=signer, limiter=limiter)
     bus = EventBus()
+    metrics: AppMetrics = app.state.metrics
+    metrics.live.realtime = bus
     search = build_search_index(settings.search)
     await search.load()  # jieba's dictionary, in a thread: about a second, once per process
     sla = SlaService(settings.sla, timezone=settings.tz)
@@ -167,7 +177,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),
         onebot=app.state.onebot,
         qq_identities=QQIdentityService(settings.signing_key(), limiter=limiter),
-        llm=LlmClient(settings.llm, usage=database_sink(db)),
+        llm=LlmClient(settings.llm, usage=database_sink(db, observe=metrics.observe_llm)),
+        metrics=metrics,
     )
     db.publishers.append(bus.publish)
     bridge = RedisBridge(redis, bus) if redis is not None else None

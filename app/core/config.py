@@ -243,6 +243,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     admin_username: str | None = None
     admin_password: SecretStr | None = None
+    # Bearer token for Prometheus scraping `/metrics`; unset: admins' access tokens only.
+    metrics_token: SecretStr | None = None
     # Apply migrations when the app starts (every process takes the migration lock).
     auto_migrate: bool = True
     # Requests bodies above this are 413 (uploads have their own limit).

@@ -8,6 +8,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app.core.config import Settings
+from app.core.metrics import AppMetrics
 from app.core.net import TrustedProxies
 from app.core.ratelimit import RateLimiter
 from app.db.session import Database
@@ -48,3 +49,4 @@ class AppContext:
     onebot: OneBotHub
     qq_identities: QQIdentityService
     llm: LlmClient
+    metrics: AppMetrics

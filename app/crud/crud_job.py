@@ -41,6 +41,19 @@ async def oldest_due_run_at(session: AsyncSession) -> datetime | None:
     return (await session.execute(stmt)).scalar_one()
 
 
+async def queue_summary(session: AsyncSession) -> list[tuple[str, JobStatus, int, datetime | None]]:
+    """(kind, status, count, oldest run_at) of the jobs not done, in one aggregate query (the
+    `status` index keeps it off the done rows)."""
+    unfinished = [JobStatus.pending, JobStatus.running, JobStatus.failed, JobStatus.dead]
+    stmt = (
+        select(Job.kind, Job.status, func.count(), func.min(Job.run_at))
+        .where(Job.status.in_(unfinished))
+        .group_by(Job.kind, Job.status)
+    )
+    rows = await session.execute(stmt)
+    return [(kind, JobStatus(status), int(count), oldest) for kind, status, count, oldest in rows]
+
+
 async def requeue(session: AsyncSession, job_id: int) -> bool:
     """A failed or dead job gets a fresh set of attempts, due now; False if it was neither."""
     result = await session.execute(
