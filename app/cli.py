@@ -93,7 +93,7 @@ async def _run_worker(*, once: bool) -> None:
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
     from app.services.sla import SlaService
-    from app.services.storage import LocalStorage
+    from app.services.storage import build_storage
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
 
@@ -118,7 +118,9 @@ async def _run_worker(*, once: bool) -> None:
     identities = QQIdentityService(settings.signing_key(), limiter=limiter)
     links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
     attachments = AttachmentService(
-        settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
+        settings.attachments,
+        storage=build_storage(settings.attachments, data_dir=settings.data_dir, http=http),
+        links=links,
     )
     bot = wire_bot(
         settings.onebot,

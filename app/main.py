@@ -44,7 +44,7 @@ from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.search import build_search_index
 from app.services.sla import SlaService
-from app.services.storage import LocalStorage
+from app.services.storage import build_storage
 from app.services.ticket import TicketService
 from app.services.user import UserService
 from app.services.webhook import WebhookService
@@ -171,7 +171,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         kb=KnowledgeBase(search),
         links=links,
         attachments=AttachmentService(
-            settings.attachments, storage=LocalStorage(settings.data_dir / "attachments"), links=links
+            settings.attachments,
+            storage=build_storage(settings.attachments, data_dir=settings.data_dir, http=http),
+            links=links,
         ),
         webhooks=WebhookService(settings.webhooks, http),
         realtime=RealtimeService(settings.realtime, db=db, auth=auth, bus=bus),

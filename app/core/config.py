@@ -11,6 +11,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -54,6 +55,88 @@ class AttachmentSettings(BaseModel):
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # Lifetime of the signed download links handed out in `url`.
     url_ttl_seconds: int = Field(default=600, ge=10)
+    # Where the bytes live: `local` (under data_dir/attachments, one machine) or `s3` (any
+    # S3-compatible object storage: MinIO, Alibaba OSS, Tencent COS, AWS S3; app/services/s3.py).
+    backend: Literal["local", "s3"] = "local"
+    # scheme://host[:port] only, e.g. https://oss-cn-hangzhou.aliyuncs.com,
+    # https://cos.ap-guangzhou.myqcloud.com, http://minio:9000.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    # The SigV4 signing region (OSS: oss-cn-hangzhou; COS: ap-guangzhou; MinIO: us-east-1).
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Prepended to every object key, so one bucket can hold other things too.
+    s3_prefix: str = "attachments/"
+    # `path` (endpoint/bucket/key: MinIO) or `virtual` (bucket.endpoint/key: OSS, COS, AWS).
+    s3_addressing: Literal["path", "virtual"] = "path"
+    s3_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_an_origin(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("s3_endpoint_url must be an http:// or https:// URL")
+        if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("s3_endpoint_url must be scheme://host[:port], without path, query or credentials")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # S3's bucket naming rules; they also keep the name safe in a host name and a path.
+        if not (
+            3 <= len(value) <= 63
+            and set(value) <= _BUCKET_CHARACTERS
+            and value[0] not in ".-"
+            and value[-1] not in ".-"
+            and ".." not in value
+        ):
+            raise ValueError("s3_bucket must be 3-63 lower-case letters, digits, dots and hyphens")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # Kept to characters that need no encoding, and no "." or ".." segments that an HTTP
+        # client would normalise away (the signature covers the path as sent).
+        segments = value.split("/")
+        if (
+            not set(value) <= _PREFIX_CHARACTERS
+            or value.startswith("/")
+            or "" in segments[:-1]
+            or any(segment in (".", "..") for segment in segments)
+        ):
+            raise ValueError("s3_prefix must be letters, digits, '-', '_', '.' and '/'-separated segments")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_is_complete(self) -> AttachmentSettings:
+        if self.backend != "s3":
+            return self
+        missing = [
+            f"HELPDESK_ATTACHMENTS__{name.upper()}"
+            for name, present in (
+                ("s3_endpoint_url", self.s3_endpoint_url),
+                ("s3_bucket", self.s3_bucket),
+                ("s3_access_key_id", self.s3_access_key_id),
+                ("s3_secret_access_key", self.s3_secret_access_key and self.s3_secret_access_key.get_secret_value()),
+            )
+            if not present
+        ]
+        if missing:
+            raise ValueError(f"the s3 attachment backend needs {', '.join(missing)}")
+        return self
+
+
+_BUCKET_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+_PREFIX_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
 
 
 class TicketSettings(BaseModel):

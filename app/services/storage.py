@@ -2,7 +2,8 @@
 
 Keys are random hex strings the server generates (`new_key()`); a backend refuses anything
 else, so no user input ever becomes a path. The embedded default keeps files under
-`<data_dir>/attachments/`; an S3-compatible backend implements the same interface later.
+`<data_dir>/attachments/`; `HELPDESK_ATTACHMENTS__BACKEND=s3` puts them on S3-compatible object
+storage instead (app/services/s3.py), so several machines serve the same files.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.to_thread
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.core.config import AttachmentSettings
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 CHUNK_SIZE = 64 * 1024
@@ -167,3 +173,12 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def build_storage(settings: AttachmentSettings, *, data_dir: Path, http: httpx.AsyncClient) -> Storage:
+    """The backend the settings choose (`HELPDESK_ATTACHMENTS__BACKEND`)."""
+    if settings.backend == "s3":
+        from app.services.s3 import S3Storage  # here: s3 builds on this module
+
+        return S3Storage(settings, http)
+    return LocalStorage(data_dir / "attachments")
