@@ -88,8 +88,12 @@ async def _run_worker(*, once: bool) -> None:
     from app.db.session import Database
     from app.jobs.handlers import build_worker
     from app.jobs.wake import RedisJobSignal
+    from app.llm.client import LlmClient
+    from app.llm.jobs import wire_ai
+    from app.llm.usage import database_sink
     from app.services.assignment import AutoAssigner
     from app.services.attachment import AttachmentLinks, AttachmentService
+    from app.services.knowledge_base import KnowledgeBase
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
     from app.services.sla import SlaService
@@ -99,18 +103,21 @@ async def _run_worker(*, once: bool) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    await migrations.upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    if settings.auto_migrate:
+        await migrations.upgrade(settings.resolved_database_url)
+    db = Database(
+        settings.resolved_database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     http = httpx.AsyncClient()
     sla = SlaService(settings.sla, timezone=settings.tz)
     sla.load_file()
-    tickets = TicketService(
-        settings.tickets,
-        timezone=settings.tz,
-        search=build_search_index(settings.search),
-        assigner=AutoAssigner(),
-        sla=sla,
-    )
+    search = build_search_index(settings.search)
+    tickets = TicketService(settings.tickets, timezone=settings.tz, search=search, assigner=AutoAssigner(), sla=sla)
+    # The same AI as the API processes: this worker runs the triage and QQ assistant jobs.
+    llm = LlmClient(settings.llm, usage=database_sink(db))
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
     # This process holds no bot: it handles QQ events and notifications; the sends are routed
@@ -130,14 +137,18 @@ async def _run_worker(*, once: bool) -> None:
         identities=identities,
         attachments=attachments,
         http=http,
+        llm=llm,
+        kb=KnowledgeBase(search),
+        limiter=limiter,
     )
+    ai = wire_ai(settings, llm, tickets)
     worker = build_worker(
         settings,
         db,
         tickets,
         WebhookService(settings.webhooks, http),
-        extra_handlers=bot.handlers,
-        listeners=bot.listeners,
+        extra_handlers=bot.handlers | ai.handlers,
+        listeners=[*bot.listeners, *ai.listeners],
     )
     signal_ = RedisJobSignal(redis) if redis is not None else None
     listener = None
@@ -160,6 +171,7 @@ async def _run_worker(*, once: bool) -> None:
             await asyncio.gather(listener, return_exceptions=True)
         if redis is not None:
             await redis.aclose()
+        await llm.aclose()
         await http.aclose()
         await db.dispose()
 

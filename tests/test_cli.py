@@ -163,23 +163,23 @@ def test_create_admin_error_does_not_echo_the_rejected_password(runner, env):
     assert "hunter2" not in result.output
 
 
-def test_a_separate_worker_handles_qq_events_and_leaves_the_sends_to_the_bots_holder(runner, env):
+def receive_private_message(env: dict[str, str], message: str, message_id: int) -> None:
+    """What an API process does with a QQ message: into the inbox, a `qq.event` job queued."""
     import asyncio
 
     from app.bot.inbox import InboxStore
     from app.db.session import Database
     from app.onebot.events import parse_event
 
-    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
     event = parse_event(
         {
             "time": 1732435200,
             "self_id": 10001,
             "post_type": "message",
             "message_type": "private",
-            "message_id": 77,
+            "message_id": message_id,
             "user_id": 42,
-            "message": "/帮助",
+            "message": message,
         }
     )
 
@@ -191,9 +191,42 @@ def test_a_separate_worker_handles_qq_events_and_leaves_the_sends_to_the_bots_ho
             await db.dispose()
 
     asyncio.run(receive())
-    result = runner.invoke(cli, ["worker", "--once"], env=env)
-    assert result.exit_code == 0, result.output
+
+
+def jobs_by_kind(env: dict[str, str]) -> dict[str, str]:
+    query = "SELECT kind, status || ' ' || COALESCE(routing_key, '-') FROM jobs ORDER BY id"
+    return dict(query_db(env, query))
+
+
+def query_db(env: dict[str, str], sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(env["HELPDESK_DATABASE_URL"].split("///", 1)[1]) as conn:
-        jobs = dict(conn.execute("SELECT kind, status || ' ' || COALESCE(routing_key, '-') FROM jobs").fetchall())
+        return conn.execute(sql).fetchall()
+
+
+def test_a_separate_worker_handles_qq_events_and_leaves_the_sends_to_the_bots_holder(runner, env):
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    receive_private_message(env, "/帮助", 77)
+
+    result = runner.invoke(cli, ["worker", "--once"], env=env)
+
+    assert result.exit_code == 0, result.output
+    jobs = jobs_by_kind(env)
     assert jobs["qq.event"] == "done -"
     assert jobs["qq.send"] == "pending onebot:10001"  # the help text waits for the bot's holder
+
+
+def test_a_separate_worker_runs_the_ai_jobs_too(runner, env):
+    """`helpdesk serve --no-worker` leaves the assistant and triage to `helpdesk worker`, which
+    must wire them as the API process does. The provider here refuses connections (a closed
+    loopback port): the assistant hands over with a ticket, whose triage then waits for a retry."""
+    env = {**env, "HELPDESK_LLM__PROVIDERS": '[{"name": "down", "base_url": "http://127.0.0.1:9/v1", "model": "m"}]'}
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    receive_private_message(env, "宿舍的网络连不上了", 78)
+
+    result = runner.invoke(cli, ["worker", "--once"], env=env)
+
+    assert result.exit_code == 0, result.output
+    jobs = jobs_by_kind(env)
+    assert jobs["qq.assist"] == "done -"
+    assert jobs["ai.triage"].startswith("pending")  # queued for the handover ticket, retried later
+    assert query_db(env, "SELECT channel FROM tickets") == [("qq",)]
