@@ -80,17 +80,16 @@ async def _run_worker(*, once: bool) -> None:
     import httpx
     from redis.asyncio import Redis
 
-    from app.bot.hub import build_hub, wire_bot
+    from app.bot.hub import build_hub
     from app.core.config import load_settings
     from app.core.logging import configure_logging
     from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from app.db import migrate as migrations
     from app.db.session import Database
-    from app.jobs.handlers import build_worker
     from app.jobs.wake import RedisJobSignal
     from app.llm.client import LlmClient
-    from app.llm.jobs import wire_ai
     from app.llm.usage import database_sink
+    from app.main import build_job_worker
     from app.services.assignment import AutoAssigner
     from app.services.attachment import AttachmentLinks, AttachmentService
     from app.services.knowledge_base import KnowledgeBase
@@ -120,35 +119,27 @@ async def _run_worker(*, once: bool) -> None:
     llm = LlmClient(settings.llm, usage=database_sink(db))
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
-    # This process holds no bot: it handles QQ events and notifications; the sends are routed
-    # to the API processes that hold the bots' connections.
-    identities = QQIdentityService(settings.signing_key(), limiter=limiter)
     links = AttachmentLinks(settings.signing_key(), ttl_seconds=settings.attachments.url_ttl_seconds)
     attachments = AttachmentService(
         settings.attachments,
         storage=build_storage(settings.attachments, data_dir=settings.data_dir, http=http),
         links=links,
     )
-    bot = wire_bot(
-        settings.onebot,
-        build_hub(settings.onebot),
-        db=db,
+    # This process holds no bot: it handles QQ events and notifications, and the AI's jobs; the
+    # sends are routed to the API processes that hold the bots' connections.
+    worker = build_job_worker(
+        settings,
+        db,
+        hub=build_hub(settings.onebot),
         tickets=tickets,
-        identities=identities,
+        webhooks=WebhookService(settings.webhooks, http),
+        identities=QQIdentityService(settings.signing_key(), limiter=limiter),
         attachments=attachments,
         http=http,
         llm=llm,
         kb=KnowledgeBase(search),
         limiter=limiter,
-    )
-    ai = wire_ai(settings, llm, tickets)
-    worker = build_worker(
-        settings,
-        db,
-        tickets,
-        WebhookService(settings.webhooks, http),
-        extra_handlers=bot.handlers | ai.handlers,
-        listeners=[*bot.listeners, *ai.listeners],
+        handles_unrouted=True,
     )
     signal_ = RedisJobSignal(redis) if redis is not None else None
     listener = None

@@ -31,9 +31,11 @@ from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
 from app.jobs.wake import RedisJobSignal
+from app.jobs.worker import Worker
 from app.llm.client import LlmClient
 from app.llm.jobs import wire_ai
 from app.llm.usage import database_sink
+from app.onebot.hub import OneBotHub
 from app.realtime.bus import EventBus
 from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
@@ -196,30 +198,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     election: ForwardElection | None = None
     try:
         await _bootstrap_admin(ctx)
-        bot = wire_bot(
-            settings.onebot,
-            ctx.onebot,
-            db=db,
+        # Always a worker: with --no-worker it takes only the jobs routed to the bots this
+        # process holds (QQ sends), so those are never stranded.
+        worker = build_job_worker(
+            settings,
+            db,
+            hub=ctx.onebot,
             tickets=ctx.tickets,
+            webhooks=ctx.webhooks,
             identities=ctx.qq_identities,
             attachments=ctx.attachments,
             http=http,
             llm=ctx.llm,
             kb=ctx.kb,
             limiter=limiter,
-        )
-        ai = wire_ai(settings, ctx.llm, ctx.tickets)  # AI triage on new tickets
-        # Always a worker: with --no-worker it takes only the jobs routed to the bots this
-        # process holds (QQ sends), so those are never stranded.
-        worker = build_worker(
-            settings,
-            db,
-            ctx.tickets,
-            ctx.webhooks,
             handles_unrouted=settings.worker.enabled,
-            routing_keys=bot.routing_keys,
-            extra_handlers=bot.handlers | ai.handlers,
-            listeners=[*bot.listeners, *ai.listeners],
         )
         ctx.onebot.on_attach(lambda _connection: worker.wake())  # a bot is back: its messages can go
         await ctx.onebot.start(connect_forward=False)
@@ -249,6 +242,49 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis is not None:
             await redis.aclose()
         await db.dispose()
+
+
+def build_job_worker(
+    settings: Settings,
+    db: Database,
+    *,
+    hub: OneBotHub,
+    tickets: TicketService,
+    webhooks: WebhookService,
+    identities: QQIdentityService,
+    attachments: AttachmentService,
+    http: httpx.AsyncClient,
+    llm: LlmClient,
+    kb: KnowledgeBase,
+    limiter: RateLimiter,
+    handles_unrouted: bool,
+) -> Worker:
+    """The job worker with every feature's jobs and listeners: the QQ helpdesk's (its
+    assistant's included) and the AI's. The API process and `helpdesk worker` both build it
+    here, so a separate worker can run whatever an API process queues."""
+    bot = wire_bot(
+        settings.onebot,
+        hub,
+        db=db,
+        tickets=tickets,
+        identities=identities,
+        attachments=attachments,
+        http=http,
+        llm=llm,
+        kb=kb,
+        limiter=limiter,
+    )
+    ai = wire_ai(settings, llm, tickets)  # AI triage on new tickets
+    return build_worker(
+        settings,
+        db,
+        tickets,
+        webhooks,
+        handles_unrouted=handles_unrouted,
+        routing_keys=bot.routing_keys,
+        extra_handlers=bot.handlers | ai.handlers,
+        listeners=[*bot.listeners, *ai.listeners],
+    )
 
 
 async def _bootstrap_admin(ctx: AppContext) -> None:
