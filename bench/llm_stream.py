@@ -43,7 +43,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from openai import AsyncOpenAI
 
-from app.core.config import AuthSettings, LlmSettings, Settings
+from app.core.config import AuthSettings, LlmProviderSettings, LlmSettings, Settings
 from app.crud import crud_user
 from app.db import migrate
 from app.llm import reply
@@ -204,9 +204,8 @@ async def prepare_ms(app: Any, ticket_id: int, iterations: int) -> list[float]:
 
 
 def app_settings(url: str, data_dir: Path, fake: FakeOpenAI) -> Settings:
-    provider = fake.provider()
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         env="development",
         database_url=url,
         secret_key=SECRET,  # type: ignore[arg-type]
@@ -216,7 +215,7 @@ def app_settings(url: str, data_dir: Path, fake: FakeOpenAI) -> Settings:
         log_level="WARNING",
         auth=AuthSettings(argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1),
         worker={"enabled": False},  # type: ignore[arg-type]
-        llm=LlmSettings(providers=[provider]),  # type: ignore[list-item]
+        llm=LlmSettings(providers=[LlmProviderSettings(**fake.provider())]),
     )
 
 
