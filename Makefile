@@ -17,7 +17,7 @@ $(BIN)/.synced: requirements-dev.lock pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-.PHONY: help install run test lint fmt migrate lock bench bench-search bench-llm
+.PHONY: help install run test soak lint fmt migrate lock bench bench-http bench-search bench-llm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ run: $(BIN)/.synced ## serve the API (SQLite under data/, migrations applied) on
 
 test: $(BIN)/.synced ## run the whole test suite (PostgreSQL too when HELPDESK_TEST_DATABASE_URL is set)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: $(BIN)/.synced ## the reliability suite (tests/reliability) at soak scale: 10x the load, longer faults
+	HELPDESK_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: $(BIN)/.synced ## ruff (lint + format check) and mypy (strict on app/)
 	$(BIN)/ruff check .
@@ -49,6 +52,12 @@ lock: ## regenerate the hashed lock files from pyproject.toml
 
 bench: $(BIN)/.synced ## print the benchmarks (figures and ratios against references in the same run)
 	$(BIN)/python -m bench.onebot
+	$(BIN)/python -m bench.http $(HTTP_ARGS)
+
+# PostgreSQL: the database bench_http on 127.0.0.1:5432 (user postgres) is created and dropped.
+HTTP_ARGS ?= --db sqlite postgresql
+bench-http: $(BIN)/.synced ## HTTP throughput of detail, list, search and create beside the bare and limit references
+	$(BIN)/python -m bench.http $(HTTP_ARGS)
 
 # PostgreSQL: the database bench_search on 127.0.0.1:5432 (user postgres) is created and dropped.
 SEARCH_ARGS ?= --tickets 10000 1000000 --db sqlite postgresql

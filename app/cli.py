@@ -86,12 +86,13 @@ async def _run_worker(*, once: bool) -> None:
     from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from app.db import migrate as migrations
     from app.db.session import Database
-    from app.jobs.wake import RedisJobSignal
+    from app.jobs.wake import AUTH_CHANNEL, RedisSignal
     from app.llm.client import LlmClient
     from app.llm.usage import database_sink
     from app.main import build_job_worker
     from app.services.assignment import AutoAssigner
     from app.services.attachment import AttachmentLinks, AttachmentService
+    from app.services.auth import AUTH_MODELS
     from app.services.knowledge_base import KnowledgeBase
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
@@ -141,7 +142,7 @@ async def _run_worker(*, once: bool) -> None:
         limiter=limiter,
         handles_unrouted=True,
     )
-    signal_ = RedisJobSignal(redis) if redis is not None else None
+    signal_ = RedisSignal(redis) if redis is not None else None
     listener = None
     try:
         if once:
@@ -151,6 +152,9 @@ async def _run_worker(*, once: bool) -> None:
         if signal_ is not None:  # enqueues in the API processes wake this worker at once
             db.commit_hooks.append(signal_.notify)
             listener = asyncio.create_task(signal_.listen(worker.wake))
+            # Jobs change users too (a QQ binding moved): the API processes' caches must hear it.
+            auth_signal = RedisSignal(signal_.redis, channel=AUTH_CHANNEL, what="auth change")
+            db.on_commit_changing(AUTH_MODELS, auth_signal.notify)
         loop = asyncio.get_running_loop()
         task = asyncio.create_task(worker.run_forever())
         for sig in (signal.SIGTERM, signal.SIGINT):

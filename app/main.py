@@ -30,7 +30,7 @@ from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
-from app.jobs.wake import RedisJobSignal
+from app.jobs.wake import AUTH_CHANNEL, RedisSignal
 from app.jobs.worker import Worker
 from app.llm.client import LlmClient
 from app.llm.jobs import wire_ai
@@ -41,7 +41,7 @@ from app.realtime.redis_bridge import RedisBridge
 from app.realtime.streams import RealtimeService
 from app.services.assignment import AutoAssigner
 from app.services.attachment import AttachmentLinks, AttachmentService, upload_body_limit
-from app.services.auth import AuthService
+from app.services.auth import AUTH_MODELS, AuthService
 from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.search import build_search_index
@@ -189,9 +189,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bridge_task = asyncio.create_task(bridge.run(), name="realtime-redis") if bridge is not None else None
     if bridge is not None:
         db.publishers.append(bridge.publish)
-    job_signal = RedisJobSignal(redis) if redis is not None else None
+    job_signal = RedisSignal(redis) if redis is not None else None
     if job_signal is not None:
         db.commit_hooks.append(job_signal.notify)  # wakes workers in other processes too
+    # A commit that changed users or login sessions clears the authentication cache, here and
+    # (through Redis) in every other process.
+    db.on_commit_changing(AUTH_MODELS, auth.principals.clear)
+    auth_signal = RedisSignal(redis, channel=AUTH_CHANNEL, what="auth change") if redis is not None else None
+    if auth_signal is not None:
+        auth.principals.on_clear.append(auth_signal.notify)
+    app.state.auth_signal = auth_signal
     app.state.ctx = ctx
     background: list[asyncio.Task[None]] = []
     worker = None
@@ -221,6 +228,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         background.append(asyncio.create_task(worker.run_forever(), name="job-worker"))
         if job_signal is not None:
             background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))
+        if auth_signal is not None:
+            background.append(asyncio.create_task(auth_signal.listen(auth.principals.forget), name="auth-changes"))
         yield
     finally:
         if worker is not None:
@@ -231,8 +240,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if job_signal is not None:
-            await job_signal.aclose()
+        for signal in (job_signal, auth_signal):
+            if signal is not None:
+                await signal.aclose()
         if bridge is not None and bridge_task is not None:
             bridge_task.cancel()
             await asyncio.gather(bridge_task, return_exceptions=True)

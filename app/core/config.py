@@ -38,6 +38,10 @@ class AuthSettings(BaseModel):
     login_failure_window_seconds: int = Field(default=300, ge=1)
     login_attempts_per_ip: int = Field(default=30, ge=1)
     login_ip_window_seconds: int = Field(default=60, ge=1)
+    # How long a process trusts that an access token's login session and user are as it last
+    # read them (0: read them on every request). Changes made through this process, or any
+    # process when Redis is configured, take effect at once (docs/decisions.md).
+    principal_cache_seconds: float = Field(default=10.0, ge=0, le=300)
 
 
 class WeChatSettings(BaseModel):

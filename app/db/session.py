@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 
 # Execution option that marks a connection whose transactions may write.
@@ -26,6 +26,8 @@ WRITE_OPTION = "helpdesk_write"
 WAKE_AFTER_COMMIT = "helpdesk_wake_after_commit"
 # Session.info list: realtime frames to publish once (and only if) this transaction commits.
 PUBLISH_AFTER_COMMIT = "helpdesk_publish_after_commit"
+# Indexes into Database.change_hooks of the watched models a transaction wrote.
+_CHANGED = "helpdesk_changed_models"
 _SAVEPOINTS = "helpdesk_savepoints"
 
 
@@ -94,12 +96,15 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.commit_hooks: list[Callable[[], None]] = []
         self.publishers: list[Callable[[list[Any]], None]] = []
+        self.change_hooks: list[tuple[tuple[type, ...], Callable[[], None]]] = []
         # A Session class of our own, so these listeners concern this Database only.
         session_class = type("HelpdeskSession", (Session,), {})
         event.listen(session_class, "after_commit", self._after_commit)
         event.listen(session_class, "after_transaction_create", self._after_transaction_create)
         event.listen(session_class, "after_soft_rollback", self._after_soft_rollback)
         event.listen(session_class, "after_rollback", self._after_rollback)
+        event.listen(session_class, "after_flush", self._after_flush)
+        event.listen(session_class, "do_orm_execute", self._on_orm_execute)
         self._read_sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
         )
@@ -108,9 +113,29 @@ class Database:
             writer, expire_on_commit=False, autoflush=False, sync_session_class=session_class
         )
 
+    def on_commit_changing(self, models: tuple[type, ...], hook: Callable[[], None]) -> None:
+        """Calls `hook` after every commit of a transaction that wrote rows of `models`, through
+        the unit of work or an ORM UPDATE/DELETE statement (caches of those rows are cleared so)."""
+        self.change_hooks.append((models, hook))
+
+    def _after_flush(self, session: Session, _flush_context: Any) -> None:
+        # Still the state before the flush here: what is about to be written.
+        for index, (models, _hook) in enumerate(self.change_hooks):
+            if any(isinstance(obj, models) for obj in (*session.new, *session.dirty, *session.deleted)):
+                session.info.setdefault(_CHANGED, set()).add(index)
+
+    def _on_orm_execute(self, state: ORMExecuteState) -> None:
+        if not (state.is_update or state.is_delete) or state.bind_mapper is None:
+            return
+        for index, (models, _hook) in enumerate(self.change_hooks):
+            if issubclass(state.bind_mapper.class_, models):
+                state.session.info.setdefault(_CHANGED, set()).add(index)
+
     def _after_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
             return  # SQLAlchemy calls this on a savepoint's release too: wait for the real commit
+        for index in sorted(session.info.pop(_CHANGED, ())):
+            self.change_hooks[index][1]()
         session.info.pop(_SAVEPOINTS, None)
         if session.info.pop(WAKE_AFTER_COMMIT, False):
             for hook in self.commit_hooks:
@@ -167,3 +192,4 @@ def _forget_queued(session: Session) -> None:
     session.info.pop(WAKE_AFTER_COMMIT, None)
     session.info.pop(PUBLISH_AFTER_COMMIT, None)
     session.info.pop(_SAVEPOINTS, None)
+    session.info.pop(_CHANGED, None)

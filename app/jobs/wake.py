@@ -1,5 +1,8 @@
-"""Waking job workers in other processes: a commit that enqueued publishes on a Redis channel;
-every worker listens. Without Redis, other processes find new jobs at their next poll."""
+"""Signals between processes over Redis: a commit publishes on a channel, every process listens.
+
+Job workers are woken so (a commit that enqueued: without Redis, other processes find new jobs at
+their next poll), and authentication caches are cleared so (a commit that changed users or login
+sessions: without Redis, other processes trust their cache until it expires)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from redis.asyncio import Redis
 log = logging.getLogger(__name__)
 
 CHANNEL = "helpdesk:jobs"
+AUTH_CHANNEL = "helpdesk:auth-changed"
 
 
-class RedisJobSignal:
-    def __init__(self, redis: Redis, *, channel: str = CHANNEL) -> None:
+class RedisSignal:
+    def __init__(self, redis: Redis, *, channel: str = CHANNEL, what: str = "job wake-up") -> None:
         self.redis = redis
         self.channel = channel
+        self.what = what  # for the logs
         self.subscribed = asyncio.Event()
         self._sending: set[asyncio.Task[Any]] = set()
 
@@ -33,7 +38,7 @@ class RedisJobSignal:
         try:
             await self.redis.publish(self.channel, "1")
         except Exception as exc:  # the other workers still poll
-            log.warning("job wake-up publish failed: %s", type(exc).__name__)
+            log.warning("%s publish failed: %s", self.what, type(exc).__name__)
 
     async def listen(self, wake: Callable[[], None]) -> None:
         while True:
@@ -47,7 +52,7 @@ class RedisJobSignal:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("job wake-up subscription lost (%s); polling meanwhile", type(exc).__name__)
+                log.warning("%s subscription lost (%s)", self.what, type(exc).__name__)
             self.subscribed.clear()
             await asyncio.sleep(1.0)
 

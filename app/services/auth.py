@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.core.config import AuthSettings
 from app.core.errors import (
@@ -26,19 +32,86 @@ from app.core.security import (
 )
 from app.crud import crud_auth_session, crud_user
 from app.db.base import utcnow
-from app.models.user import User
+from app.models.auth_session import AuthSession
+from app.models.user import ExternalIdentity, User
 from app.schemas.auth import TokenPair
 from app.schemas.common import normalize_username
+
+# What an authenticated user is read from (User.qq_bound comes from the identities): a commit
+# writing any of these clears the cache.
+AUTH_MODELS: tuple[type, ...] = (User, AuthSession, ExternalIdentity)
+
+
+class PrincipalCache:
+    """Who is behind an access token's login session, kept for a few seconds, so that
+    authenticating a request costs no query (docs/decisions.md "Authentication cache").
+
+    `clear()` runs after every commit that wrote users or login sessions in this process
+    (logout, password change, deactivation, role or profile change), and in every process when
+    Redis fans it out; the time limit bounds what another process without Redis can miss."""
+
+    def __init__(self, ttl_seconds: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
+        self.on_clear: list[Callable[[], None]] = []  # e.g. tell the other processes
+
+    def get(self, user_id: int, session_id: int) -> dict[str, Any] | None:
+        entry = self._entries.get((user_id, session_id))
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            self._entries.pop((user_id, session_id), None)
+            return None
+        return entry[1]
+
+    def put(self, user_id: int, session_id: int, values: dict[str, Any]) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # rare: a burst of distinct sessions; the next requests refill it
+        self._entries[(user_id, session_id)] = (self.clock() + self.ttl_seconds, values)
+
+    def clear(self) -> None:
+        """Forget everything, here and (through `on_clear`) in the other processes."""
+        self.forget()
+        for notify in self.on_clear:
+            notify()
+
+    def forget(self) -> None:
+        """Forget everything here (what another process's `clear` arrives as)."""
+        self._entries.clear()
+
+
+def user_values(user: User) -> dict[str, Any]:
+    """The user's column values, as loaded (the cache keeps these, never the ORM object)."""
+    return {attr.key: getattr(user, attr.key) for attr in inspect(User).column_attrs}
+
+
+def attached_user(session: AsyncSession, values: dict[str, Any]) -> User:
+    """A User for this session from cached values, without a query: persistent and clean, as
+    if loaded, so endpoints may read it, change it and flush it as usual."""
+    user = User(**copy.deepcopy(values))
+    make_transient_to_detached(user)
+    return session.sync_session.merge(user, load=False)
 
 
 class AuthService:
     def __init__(
-        self, settings: AuthSettings, *, hasher: PasswordHasher, signer: TokenSigner, limiter: RateLimiter
+        self,
+        settings: AuthSettings,
+        *,
+        hasher: PasswordHasher,
+        signer: TokenSigner,
+        limiter: RateLimiter,
+        principals: PrincipalCache | None = None,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
         self.signer = signer
         self.limiter = limiter
+        self.principals = principals or PrincipalCache(settings.principal_cache_seconds)
 
     async def login(
         self, session: AsyncSession, *, username: str, password: str, client_ip: str, user_agent: str | None
@@ -117,9 +190,13 @@ class AuthService:
             claims = self.signer.verify(access_token)
         except InvalidAccessToken:
             raise InvalidToken from None
+        cached = self.principals.get(claims.user_id, claims.session_id)
+        if cached is not None:
+            return attached_user(session, cached), claims
         user = await crud_auth_session.get_session_user(session, user_id=claims.user_id, session_id=claims.session_id)
         if user is None or not user.is_active:
             raise InvalidToken
+        self.principals.put(claims.user_id, claims.session_id, user_values(user))
         return user, claims
 
     async def _store_refresh_token(self, session: AsyncSession, session_id: int, raw: str, now: datetime) -> None:

@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,12 +222,11 @@ class SearchIndex:
         return Ticket.id.in_(crud_search.all_hits(session, query.terms, include_internal=staff))
 
     async def snippets(
-        self, session: AsyncSession, query: SearchQuery, tickets: Sequence[Ticket], *, include_internal: bool
+        self, session: AsyncSession, query: SearchQuery, titles: Mapping[int, str], *, include_internal: bool
     ) -> dict[int, str]:
-        """A highlighted excerpt per ticket of a result page, from its best matching text (two
-        statements for the whole page)."""
-        ids = [ticket.id for ticket in tickets]
-        titles = {t.id: t.title for t in tickets}
+        """A highlighted excerpt per ticket of a result page (`titles`: id → title, in page
+        order), from its best matching text (two statements for the whole page)."""
+        ids = list(titles)
         texts: dict[int, str] = {}
         if query.substring is not None:
             texts = {i: title for i, title in titles.items() if query.substring in normalise(title)}

@@ -174,11 +174,13 @@ async def test_merged_messages_are_found_on_the_ticket_they_joined(client, agent
 async def test_a_search_page_runs_a_constant_number_of_statements(app, client, agent, customer):
     for n in range(12):
         await client.post(TICKETS, json={"title": f"密码问题 {n}", "body": "提示密码错误"}, headers=bearer(customer))
+    await search(client, agent, "密码", limit=1)  # the agent's login session is checked once, then cached
     engine = app.state.ctx.db.engine.sync_engine
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):
-        statements.append(statement)
+        if not statement.startswith("BEGIN"):
+            statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -190,7 +192,7 @@ async def test_a_search_page_runs_a_constant_number_of_statements(app, client, a
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert counts[0] == counts[1]
-    assert counts[0] <= 7, statements  # auth, the page, tags, best documents, message bodies
+    assert counts[0] <= 4, statements  # the ranked hits, the page (tags included), best documents, message bodies
 
 
 async def test_an_agent_also_matches_internal_notes_but_customers_get_404_for_what_is_not_theirs(

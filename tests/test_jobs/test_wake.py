@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from app.db.session import Database
 from app.jobs.queue import enqueue
-from app.jobs.wake import RedisJobSignal
+from app.jobs.wake import RedisSignal
 from app.jobs.worker import JobRun, Worker, WorkerOptions
 from tests.conftest import REDIS_URL
 
@@ -24,7 +24,7 @@ async def test_commit_in_one_process_wakes_a_worker_in_another(app, database_url
     api_redis, worker_redis = Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)
     api_db = app.state.ctx.db  # "process" A: where the request commits
     worker_db = Database(database_url)  # "process" B: its own engine, its own worker
-    api_signal, worker_signal = RedisJobSignal(api_redis), RedisJobSignal(worker_redis)
+    api_signal, worker_signal = RedisSignal(api_redis), RedisSignal(worker_redis)
     api_db.commit_hooks.append(api_signal.notify)
     worker = Worker(worker_db, {"test.wake": handler}, WorkerOptions(poll_seconds=3600))
     tasks = [asyncio.create_task(worker_signal.listen(worker.wake)), asyncio.create_task(worker.run_forever())]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import Subquery
+from sqlalchemy import Row, Subquery
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.v1.dependencies import (
@@ -119,7 +119,7 @@ async def list_tickets(
     created_before: datetime | None = None,
     updated_after: datetime | None = None,
     sort: Annotated[SortName | None, Query(description="default: relevance with `q`, else -updated_at")] = None,
-) -> Page[TicketListItem]:
+) -> dict[str, Any]:
     filters = crud_ticket.TicketFilters(
         status=status_,
         priority=priority,
@@ -139,7 +139,7 @@ async def list_tickets(
     )
     query = await ctx.search.parse(q) if q and q.strip() else None
     if query is not None and query.empty:
-        return Page[TicketListItem](items=[])  # only punctuation: nothing can match
+        return {"items": [], "next_cursor": None}  # only punctuation: nothing can match
     if query is None and sort in (None, "relevance"):
         sort = "-updated_at"
     elif sort is None:
@@ -158,14 +158,16 @@ async def list_tickets(
         rows, next_cursor = await _ticket_page(session, user, filters, sort, page)
     snippets = {}
     if query is not None:
-        snippets = await ctx.search.snippets(session, query, rows, include_internal=is_staff(user))
-    items = [TicketListItem.model_validate(t).model_copy(update={"snippet": snippets.get(t.id)}) for t in rows]
-    return Page[TicketListItem](items=items, next_cursor=next_cursor)
+        titles = {row.id: row.title for row in rows}
+        snippets = await ctx.search.snippets(session, query, titles, include_internal=is_staff(user))
+    # Plain dicts: the response model validates and serializes them once.
+    items = [{**crud_ticket.ticket_view(row), "snippet": snippets.get(row.id)} for row in rows]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 async def _ranked_page(
     session: AsyncSession, user: User, filters: crud_ticket.TicketFilters, hits: Subquery, page: PageParams
-) -> tuple[list[Ticket], str | None]:
+) -> tuple[list[Row[Any]], str | None]:
     """One page of search results, best first, and the cursor to the next."""
     scored = await crud_ticket.search_page(
         session, user, filters, hits, after=_after_score(page.cursor), limit=page.limit
@@ -173,20 +175,20 @@ async def _ranked_page(
     more = len(scored) > page.limit
     scored = scored[: page.limit]
     cursor = encode_cursor({"s": "relevance", "k": scored[-1][1], "i": scored[-1][0].id}) if more else None
-    return [ticket for ticket, _ in scored], cursor
+    return [row for row, _ in scored], cursor
 
 
 async def _ticket_page(
     session: AsyncSession, user: User, filters: crud_ticket.TicketFilters, sort: str, page: PageParams
-) -> tuple[list[Ticket], str | None]:
+) -> tuple[list[Row[Any]], str | None]:
     """One page in `sort` order and the cursor to the next."""
     order = crud_ticket.SORTS[sort]
     rows = await crud_ticket.list_page(session, user, filters, order, after=_after(page.cursor, sort), limit=page.limit)
     if len(rows) <= page.limit:
         return rows, None
     rows = rows[: page.limit]
-    last = rows[-1]
-    return rows, encode_cursor({"s": sort, "k": _key_json(getattr(last, order.key.key)), "i": last.id})
+    last = rows[-1]._mapping
+    return rows, encode_cursor({"s": sort, "k": _key_json(last[order.key.key]), "i": last["id"]})
 
 
 def _after_score(cursor: str | None) -> tuple[float, int] | None:
@@ -225,10 +227,10 @@ def _after(cursor: str | None, sort: str) -> tuple[Any, int] | None:
 
 
 @router.get("/{ticket_id}", response_model=TicketRead, responses=problem_responses(TicketNotFound))
-async def read_ticket(ticket_id: int, user: CurrentUser, session: SessionDep, response: Response) -> Ticket:
-    ticket = await crud_ticket.get_readable(session, ticket_id, user)
-    _etag(response, ticket)
-    return ticket
+async def read_ticket(ticket_id: int, user: CurrentUser, session: SessionDep, response: Response) -> dict[str, Any]:
+    view = await crud_ticket.get_view(session, ticket_id, user)
+    response.headers["ETag"] = f'"{view["version"]}"'
+    return view
 
 
 @router.patch(
