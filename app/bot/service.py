@@ -289,7 +289,7 @@ class QQHelpdesk:
         return "\n".join(lines)
 
     async def _append(self, session: AsyncSession, ticket_id: int, user: User, body: str, *, internal: bool) -> str:
-        ticket = await crud_ticket.get_readable(session, ticket_id, user)
+        ticket = await crud_ticket.get_readable(session, ticket_id, user, for_update=True)
         if not body:
             return text("usage_reply", "zh")
         await self.tickets.add_message(

@@ -204,9 +204,13 @@ _VIEW_BY_ID = {
 }
 
 
-async def get_readable(session: AsyncSession, ticket_id: int, user: User) -> Ticket:
-    """The ticket if `user` may see it; 404 `ticket_not_found` alike for missing and hidden."""
-    return await _one_readable(session, user, Ticket.id == ticket_id)
+async def get_readable(session: AsyncSession, ticket_id: int, user: User, *, for_update: bool = False) -> Ticket:
+    """The ticket if `user` may see it; 404 `ticket_not_found` alike for missing and hidden.
+
+    `for_update` locks its row until the transaction ends (PostgreSQL; SQLite's writers are
+    serialised already): concurrent writers without If-Match then follow one another, last
+    writer wins as API.md promises, instead of the later one failing the version check."""
+    return await _one_readable(session, user, Ticket.id == ticket_id, for_update=for_update)
 
 
 async def get_readable_by_number(session: AsyncSession, number: str, user: User) -> Ticket:
@@ -214,8 +218,12 @@ async def get_readable_by_number(session: AsyncSession, number: str, user: User)
     return await _one_readable(session, user, Ticket.number == number)
 
 
-async def _one_readable(session: AsyncSession, user: User, condition: ColumnElement[bool]) -> Ticket:
+async def _one_readable(
+    session: AsyncSession, user: User, condition: ColumnElement[bool], *, for_update: bool = False
+) -> Ticket:
     stmt = readable_by(user).where(condition).options(*TICKET_LOADS)
+    if for_update:
+        stmt = stmt.with_for_update(of=Ticket)
     ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound

@@ -457,3 +457,16 @@ async def test_reads_answer_what_the_orm_model_answers(app, client, admin, agent
             assert (await client.get(f"{TICKETS}/{ticket_id}", headers=bearer(tokens))).json() == fields
     page = (await client.get(TICKETS, headers=staff)).json()["items"]
     assert {t["id"]: {k: v for k, v in t.items() if k != "snippet"} for t in page} == expected
+
+
+async def test_concurrent_writes_without_if_match_all_succeed(client, agent, customer):
+    """API.md: without If-Match the write is accepted, last writer wins. On PostgreSQL the
+    writers take the ticket's row lock in turn instead of failing the version check (409)."""
+    ticket = await new_ticket(client, customer)
+    url = f"{TICKETS}/{ticket['id']}"
+    replies = [client.post(f"{url}/messages", json={"body": f"回复 {n}"}, headers=bearer(agent)) for n in range(8)]
+    patches = [client.patch(url, json={"priority": p}, headers=bearer(agent)) for p in ("low", "high", "urgent")]
+    responses = await asyncio.gather(*replies, *patches)
+    assert [r.status_code for r in responses] == [201] * 8 + [200] * 3, [r.text for r in responses]
+    messages = (await client.get(f"{url}/messages", headers=bearer(agent))).json()
+    assert len(messages) == 9

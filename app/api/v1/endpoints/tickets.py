@@ -247,7 +247,7 @@ async def update_ticket(
     response: Response,
     if_match: IfMatch,
 ) -> Ticket:
-    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    ticket = await crud_ticket.get_readable(session, ticket_id, user, for_update=True)
     ticket = await ctx.tickets.update(session, ticket, body, actor=user, expected_version=if_match)
     _etag(response, ticket)
     return ticket
@@ -272,7 +272,7 @@ async def add_message(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def create() -> Any:
-        ticket = await crud_ticket.get_readable(session, ticket_id, user)
+        ticket = await crud_ticket.get_readable(session, ticket_id, user, for_update=True)
         message = await ctx.tickets.add_message(session, ticket, body, actor=user, channel=channel)
         return MessageRead.build(message, ctx.links.url_for)
 
