@@ -9,6 +9,7 @@ from the sqlite3 driver.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import await_
 
 # Execution option that marks a connection whose transactions may write.
 WRITE_OPTION = "helpdesk_write"
@@ -29,6 +31,8 @@ PUBLISH_AFTER_COMMIT = "helpdesk_publish_after_commit"
 # Indexes into Database.change_hooks of the watched models a transaction wrote.
 _CHANGED = "helpdesk_changed_models"
 _SAVEPOINTS = "helpdesk_savepoints"
+# Connection.info flag: this connection's transaction holds its engine's writer turn (SQLite).
+_WRITER_TURN = "helpdesk_writer_turn"
 
 
 def is_sqlite(url: str) -> bool:
@@ -76,12 +80,46 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # This engine's writers take turns, first come first served, before BEGIN IMMEDIATE.
+    # SQLite's busy handler retries at growing intervals (up to 100 ms apart): under a steady
+    # stream of writers, one that has waited long keeps losing the lock to newcomers until
+    # busy_timeout ends it with "database is locked", a 500 (tests/reliability/test_load.py).
+    # Between processes the busy handler still decides.
+    turns = asyncio.Lock()
+
+    def _end_turn(info: dict[Any, Any]) -> None:
+        if info.pop(_WRITER_TURN, False):
+            turns.release()
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         if connection.get_execution_options().get(WRITE_OPTION):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            if await_(_take_turn(turns, busy_timeout_ms / 1000)):
+                connection.info[_WRITER_TURN] = True
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _end_turn(connection.info)
+                raise
         else:
             connection.exec_driver_sql("BEGIN")
+
+    # The turn ends with the transaction (these fire just before COMMIT or ROLLBACK: the next
+    # writer's BEGIN IMMEDIATE waits the moment that takes), and never outlives the checkout.
+    event.listen(engine.sync_engine, "commit", lambda connection: _end_turn(connection.info))
+    event.listen(engine.sync_engine, "rollback", lambda connection: _end_turn(connection.info))
+    event.listen(engine.sync_engine.pool, "checkin", lambda _dbapi, record: _end_turn(record.info) if record else None)
+
+
+async def _take_turn(turns: asyncio.Lock, seconds: float) -> bool:
+    """Waits for this process's previous writers; False if that took longer than busy_timeout
+    (a writer that never ends its transaction): SQLite's busy wait decides then, as without turns."""
+    try:
+        async with asyncio.timeout(seconds):
+            await turns.acquire()
+    except TimeoutError:
+        return False
+    return True
 
 
 class Database:
