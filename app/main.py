@@ -20,7 +20,7 @@ from app.bot.election import ForwardElection
 from app.bot.hub import build_hub, wire_bot
 from app.core.config import Settings, load_settings
 from app.core.context import AppContext
-from app.core.errors import install_error_handlers
+from app.core.errors import document_generic_problems, install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import AppMetrics, HttpMetricsMiddleware
 from app.core.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
@@ -124,6 +124,7 @@ def _add_problem_schema(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = original()
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            document_generic_problems(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -216,6 +217,14 @@ class NotReady(AppError):
     status, code = 503, "not_ready"
 
 
+class DatabaseUnavailable(AppError):
+    """The database could not be reached, or the connection broke mid-request: nothing this
+    request wrote was committed unless the commit itself was lost, and a retry (with the same
+    Idempotency-Key for a create) is safe."""
+
+    status, code = 503, "database_unavailable"
+
+
 class InvalidCursor(AppError):
     status, code = 400, "invalid_cursor"
 
@@ -276,6 +285,8 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
     by_status: dict[int, list[str]] = {}
     for error in errors:
         by_status.setdefault(error.status, []).append(error.code)
+        if error is VersionConflict:  # a stale If-Match is answered 412 (see `_app_error`)
+            by_status.setdefault(412, []).append(error.code)
     return {
         status: {
             "description": "problem+json; code: " + ", ".join(f"`{c}`" for c in codes),
@@ -283,6 +294,39 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
         }
         for status, codes in by_status.items()
     }
+
+
+def document_generic_problems(openapi: dict[str, Any]) -> None:
+    """Document the problems every operation may answer, which FastAPI cannot see: invalid
+    parameters are `validation_error` as problem+json (not FastAPI's HTTPValidationError), a
+    JSON body that does not parse is 400 `malformed_json` (see `_validation_error`), a multipart
+    body that does not parse 400 `bad_request` (Starlette's parser), and a body over its limit is
+    413 `payload_too_large` (BodyLimitMiddleware)."""
+    validation = problem_responses(FieldProblem)[422]
+    for path in openapi.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            if "application/json" in responses.get("422", {}).get("content", {}):
+                responses["422"] = validation
+            body = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in body:
+                _add_problem_code(responses, 400, "malformed_json")
+            if "multipart/form-data" in body:
+                _add_problem_code(responses, 400, "bad_request")
+            if body:
+                _add_problem_code(responses, 413, "payload_too_large")
+
+
+def _add_problem_code(responses: dict[str, Any], status: int, code: str) -> None:
+    existing = responses.get(str(status))
+    if existing is None:
+        responses[str(status)] = {
+            "description": f"problem+json; code: `{code}`",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    elif f"`{code}`" not in existing["description"]:
+        # A copy: endpoints may share one `responses` dict.
+        responses[str(status)] = {**existing, "description": f"{existing['description']}, `{code}`"}
 
 
 def problem_response(
@@ -403,6 +447,55 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "validation_error", errors=errors)
 
 
+def _is_unstorable_value(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        # sqlstate 22021 (character_not_in_repertoire): PostgreSQL text cannot hold a NUL character.
+        if isinstance(cause, OverflowError) or getattr(cause, "sqlstate", None) == "22021":
+            return True
+        cause = cause.__cause__
+    return False
+
+
+_DATABASE_DRIVERS = ("asyncpg", "aiosqlite", "sqlalchemy")
+
+
+def _raised_by_database_driver(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DATABASE_DRIVERS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_database_unavailable(exc: BaseException) -> bool:
+    """A lost or refused database connection, as opposed to a statement the database refused.
+    asyncpg raises a failed connect as a bare OSError (reset, refused, timeout) that SQLAlchemy
+    does not wrap; a connection lost mid-statement is a DBAPIError SQLAlchemy marks invalidated."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, InterfaceError)
+    return isinstance(exc, OSError) and _raised_by_database_driver(exc)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if _is_database_unavailable(exc):
+        return problem_response(request, DatabaseUnavailable.status, DatabaseUnavailable.code)
+    if isinstance(exc, OSError):
+        raise exc  # not the database's: stays a logged 500 (RequestContextMiddleware)
+    return await _unstorable_value(request, exc)
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    # A value no column can hold reached a statement: a number past the column's range (an id past
+    # 32 bits on PostgreSQL's integer columns, past 64 on SQLite; asyncpg and sqlite3 refuse to
+    # bind it with OverflowError) or, on PostgreSQL, text with a NUL character (a username or a
+    # filter typed as `%00`). No row can carry such a value, so it is the client's invalid input.
+    if not _is_unstorable_value(exc):
+        raise exc  # any other database error stays a logged 500 (RequestContextMiddleware)
+    return problem_response(request, 422, "validation_error", errors=[])
+
+
 async def _stale_data(request: Request, exc: Exception) -> JSONResponse:
     # SQLAlchemy's version check failed at some flush: someone else changed the row first.
     return problem_response(request, 409, VersionConflict.code)
@@ -413,4 +506,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StaleDataError, _stale_data)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OverflowError, _unstorable_value)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
     # Anything else escapes to RequestContextMiddleware, which logs it and answers a bare 500.

@@ -75,6 +75,7 @@ ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "job_not_found": ("任务不存在", "Job not found"),
     "job_not_retryable": ("只有失败或已放弃的任务可以重试", "Only failed or dead jobs can be retried"),
     "not_ready": ("服务尚未就绪", "The service is not ready"),
+    "database_unavailable": ("数据库暂时无法连接，请稍后重试", "The database is unavailable; try again later"),
     "invalid_cursor": ("分页游标无效", "The pagination cursor is invalid"),
     "qq_binding_code_invalid": (
         "绑定码无效、已过期或已被使用，请重新获取",

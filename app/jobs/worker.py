@@ -9,6 +9,8 @@
   job runs at least once.
 - Failure: `PermanentJobError` -> failed (no retry); anything else, a timeout included ->
   retried after an exponential backoff with jitter, until `max_attempts` -> dead.
+  `RetryLater` -> run again after its delay, the attempt not counted: the handler could not
+  even try (e.g. every LLM provider is paused by its circuit breaker).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ log = logging.getLogger(__name__)
 
 class PermanentJobError(Exception):
     """Raised by a handler when retrying cannot help (the row is gone, the input is invalid)."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler that could not start its work yet and tried nothing (a dependency
+    paused for `delay` seconds): the job waits that long and keeps its attempts. A handler
+    must raise it only when nothing was tried, or a job could be postponed forever."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,8 @@ class Worker:
             except PermanentJobError as exc:
                 log.warning("job %s (%s) failed permanently: %s", job.id, job.kind, exc)
                 await self._finish(job, JobStatus.failed, error=str(exc))
+            except RetryLater as exc:
+                await self._postpone(job, exc)
             except Exception as exc:
                 await self._retry_or_bury(job, exc)
             else:
@@ -228,6 +242,16 @@ class Worker:
                 )
                 values = {"status": JobStatus.pending, "run_at": utcnow() + timedelta(seconds=delay)}
             await session.execute(self._mine(job).values(locked_until=None, last_error=_clip(error), **values))
+
+    async def _postpone(self, job: JobRun, later: RetryLater) -> None:
+        log.info("job %s (%s) postponed %.2fs: %s", job.id, job.kind, later.delay, later)
+        run_at = utcnow() + timedelta(seconds=max(0.0, later.delay))
+        async with self.db.transaction() as session:
+            await session.execute(
+                self._mine(job).values(
+                    status=JobStatus.pending, run_at=run_at, locked_until=None, attempts=Job.attempts - 1
+                )
+            )
 
     def _mine(self, job: JobRun) -> Any:
         # Only while the lease is ours: a worker that overran its lease must not overwrite the

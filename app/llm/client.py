@@ -79,7 +79,15 @@ UsageSink = Callable[[Attempt], Awaitable[None]]
 
 
 class LlmUnavailable(Exception):
-    """No provider gave a usable answer (or none is configured): the feature degrades."""
+    """No provider gave a usable answer (or none is configured): the feature degrades.
+
+    `retry_after` is set when no provider was even asked, every one being skipped by its
+    circuit breaker: the seconds until the first takes calls again. A job can wait that long
+    without counting an attempt, as nothing was tried (app/llm/jobs.py)."""
+
+    def __init__(self, feature: str, *, retry_after: float | None = None) -> None:
+        super().__init__(feature)
+        self.retry_after = retry_after
 
 
 class StreamInterrupted(Exception):
@@ -229,13 +237,14 @@ class LlmClient:
     ) -> Completion:
         """Plain text from the first provider that answers."""
         wire = self._wire(messages)
-        for provider in self._candidates():
+        candidates = self._candidates()
+        for provider in candidates:
             try:
                 text = await self._attempt(provider, feature, ticket_id, wire, temperature=temperature)
             except AttemptFailed:
                 continue
             return Completion(text, provider.name, provider.model_for(feature))
-        raise LlmUnavailable(feature)
+        raise self._unavailable(feature, tried=bool(candidates))
 
     async def complete_json(
         self,
@@ -251,14 +260,15 @@ class LlmClient:
         answer gets one repair request on the same provider, then the next provider is tried."""
         schema_text = json.dumps(schema.model_json_schema(), ensure_ascii=False)
         wire = [*self._wire(messages), {"role": "system", "content": JSON_PROMPT.format(schema=schema_text)}]
-        for provider in self._candidates():
+        candidates = self._candidates()
+        for provider in candidates:
             shape = _structured_options(provider.settings, schema)
             try:
                 value = await self._json_attempts(provider, feature, ticket_id, wire, schema, shape, temperature)
             except AttemptFailed:
                 continue
             return Structured(value, provider.name, provider.model_for(feature))
-        raise LlmUnavailable(feature)
+        raise self._unavailable(feature, tried=bool(candidates))
 
     async def stream(
         self,
@@ -274,7 +284,8 @@ class LlmClient:
         `on_provider(name, model)` is called once, with the provider whose text is relayed
         (before its first piece, or when it ends without any)."""
         wire = self._wire(messages)
-        for provider in self._candidates():
+        candidates = self._candidates()
+        for provider in candidates:
             relayed = False
             try:
                 # aclosing: a reader that stops early closes the attempt now, so it is recorded.
@@ -293,13 +304,19 @@ class LlmClient:
             if not relayed and on_provider is not None:
                 on_provider(provider.name, provider.model_for(feature))
             return
-        raise LlmUnavailable(feature)
+        raise self._unavailable(feature, tried=bool(candidates))
 
     # --- one provider ---------------------------------------------------------------------
 
     def _candidates(self) -> list[Provider]:
         now = self.clock()
         return [p for p in self.providers if p.breaker.allows(now)]
+
+    def _unavailable(self, feature: str, *, tried: bool) -> LlmUnavailable:
+        if tried or not self.providers:
+            return LlmUnavailable(feature)
+        reopens = min(p.breaker.open_until for p in self.providers)
+        return LlmUnavailable(feature, retry_after=max(0.0, reopens - self.clock()))
 
     def _wire(self, messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         """The messages as sent: everything but our own system prompts masked."""

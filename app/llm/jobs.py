@@ -6,7 +6,10 @@ dispatch committed; with no provider or triage `off`, nothing is queued at all.
 
 Every provider failing (`LlmUnavailable`) is retried a couple of times with the worker's
 backoff (a provider's bad minute should not lose the triage), then the job ends `failed`
-(an admin may retry it from /jobs) with nothing written to the ticket.
+(an admin may retry it from /jobs) with nothing written to the ticket. An attempt that asked
+no provider at all, every one being paused by its circuit breaker, is not one of those: the
+job waits for the breaker's cooldown and keeps its attempts (else a flaky provider's open
+breaker would use up every job's attempts in seconds, without a single call).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.jobs.handlers import EventListener
 from app.jobs.queue import enqueue
-from app.jobs.worker import Handler, JobRun, PermanentJobError
+from app.jobs.worker import Handler, JobRun, PermanentJobError, RetryLater
 from app.llm.client import LlmClient, LlmUnavailable
 from app.llm.triage import Triage
 from app.models.ticket import TicketEvent
@@ -62,7 +65,9 @@ def ai_job_handlers(settings: Settings, llm: LlmClient, tickets: TicketService) 
         ticket_id = int(run.payload["ticket_id"])
         try:
             await triage.run(run.db, ticket_id)
-        except LlmUnavailable:
+        except LlmUnavailable as exc:
+            if exc.retry_after is not None:
+                raise RetryLater(exc.retry_after, "every LLM provider is paused by its circuit breaker") from None
             if not run.is_last_attempt:
                 raise  # retried after the worker's backoff
             # The worker logs it; "failed" rather than "dead": an expected outcome, retryable.

@@ -8,6 +8,7 @@ uses its own. Implementations surface the reason in `wording`, `message` or `msg
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +20,35 @@ STREAM_ACTION = "stream-action"
 STREAM_CHUNK, STREAM_RESET, STREAM_END, STREAM_ERROR = "stream", "reset", "response", "error"
 
 
+# JSON may escape half of a UTF-16 surrogate pair ("\ud83d" alone: a JavaScript implementation
+# that cut an emoji in two). Such a string is not Unicode: the database and pydantic refuse it
+# wherever it goes, so a customer's message would fail its job again and again.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads, pairs are joined: these are halves
+
+
 def decode(raw: str | bytes) -> dict[str, Any]:
-    """One frame as a JSON object, or InvalidFrame."""
+    """One frame as a JSON object, or InvalidFrame. Lone surrogates become U+FFFD."""
     try:
         frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw if isinstance(raw, str) else raw.decode("latin-1")  # escapes are ASCII
+        if _SURROGATE_ESCAPE.search(text):
+            frame = _replace_lone_surrogates(frame)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidFrame(f"not JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise InvalidFrame(f"not a JSON object: {type(frame).__name__}")
     return frame
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -97,5 +118,5 @@ def _reason(frame: dict[str, Any]) -> str:
 def _int_or(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float (1e400)
         return default

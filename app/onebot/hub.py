@@ -31,7 +31,7 @@ from app.onebot.connection import Connection
 from app.onebot.dedupe import DedupeStore, MemoryDedupeStore
 from app.onebot.errors import InvalidFrame
 from app.onebot.event_manager import EventManager, Overflow, Subscription
-from app.onebot.events import Event, parse_event
+from app.onebot.events import Event, UnknownEvent, parse_event
 from app.onebot.frames import ActionResponse, decode, is_event
 from app.onebot.metrics import Metrics
 from app.onebot.ratelimit import TokenBucket
@@ -229,6 +229,9 @@ class OneBotHub:
             )
             return None
         self.metrics.inc("events_in", event.self_id)
+        if isinstance(event, UnknownEvent):
+            # Rule 7: logged. Still published: an application may subscribe to its kind.
+            log.info("onebot got an event of unknown type %s", event.kind)
         if connection is not None:
             self._observe(connection, event)
         key = event.dedupe_key

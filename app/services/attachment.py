@@ -40,6 +40,8 @@ _DOWNLOAD_TYPES = {
     "application/zip": "application/zip",
     "text/plain": "text/plain; charset=utf-8",
 }
+# Every media type a download is served as (the OpenAPI document lists them).
+SERVED_TYPES = (*sorted(INLINE_TYPES), *sorted({t.split(";")[0] for t in _DOWNLOAD_TYPES.values()}), OCTET_STREAM)
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",

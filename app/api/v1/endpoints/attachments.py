@@ -22,7 +22,7 @@ from app.core.errors import (
 )
 from app.models.attachment import Attachment
 from app.schemas.ticket import AttachmentRead
-from app.services.attachment import PreparedUpload, served_as
+from app.services.attachment import SERVED_TYPES, PreparedUpload, served_as
 
 router = APIRouter(prefix="/attachments", tags=["attachments"])
 
@@ -74,7 +74,7 @@ _FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The bytes. Images (PNG, JPEG, GIF, WebP) inline, anything else as a download; "
         "always `X-Content-Type-Options: nosniff`.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in SERVED_TYPES},
     }
 }
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from app.api.v1.dependencies import AdminUser, Context, CurrentPrincipal, CurrentUser, PageDep, SessionDep, StaffUser
 from app.core.errors import (
     Forbidden,
+    InvalidCursor,
     LastAdmin,
     NotAuthenticated,
     UsernameTaken,
@@ -71,7 +72,7 @@ async def delete_qq_binding(user: CurrentUser, qq: QQIdentity, session: SessionD
 @router.get(
     "",
     response_model=Page[UserRead] | Page[UserBrief],
-    responses=problem_responses(Forbidden),
+    responses=problem_responses(Forbidden, InvalidCursor),
 )
 async def list_users(
     user: StaffUser,
