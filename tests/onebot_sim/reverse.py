@@ -79,23 +79,27 @@ class ReverseWsClient:
         """Open the link: 101 once upgraded (then it serves in the background), or the HTTP
         status the server refused with (also in `refused_status`)."""
         try:
-            self.websocket = await connect(
-                self.url,
-                additional_headers=self.headers,
-                user_agent_header=self.impl.quirks.user_agent,
-                open_timeout=timeout,
-                ping_interval=None,
-                close_timeout=2,
-                compression=None,
-                max_size=MAX_FRAME_BYTES,
-                proxy=None,
-            )
+            self.websocket = await self.open_websocket(timeout)
         except InvalidStatus as exc:
             self.refused_status = exc.response.status_code
             return self.refused_status
         link = WsLink(self.impl, self.websocket, answers=self.role != "Event", events=self.role != "API")
         self._task = asyncio.create_task(link.run())
         return 101
+
+    async def open_websocket(self, timeout: float) -> ClientConnection:
+        """The upgraded connection, as this implementation opens it (headers, user agent)."""
+        return await connect(
+            self.url,
+            additional_headers=self.headers,
+            user_agent_header=self.impl.quirks.user_agent,
+            open_timeout=timeout,
+            ping_interval=None,
+            close_timeout=2,
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+            proxy=None,
+        )
 
     async def wait_closed(self, timeout: float = 5.0) -> int | None:
         """Until the link is closed (by either side); returns the close code."""

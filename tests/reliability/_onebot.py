@@ -19,10 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import connect
-
 from tests.onebot_sim import Implementation, ReverseWsClient, encode
-from tests.onebot_sim.forward import MAX_FRAME_BYTES
 from tests.onebot_sim.wslink import WsLink
 
 SENDS = frozenset({"send_private_msg", "send_group_msg", "send_msg"})
@@ -126,17 +123,7 @@ class KillableBot(ReverseWsClient):
         self.link: LedgerLink | None = None
 
     async def connect(self, *, timeout: float = 5.0) -> int:
-        self.websocket = await connect(
-            self.url,
-            additional_headers=self.headers,
-            user_agent_header=self.impl.quirks.user_agent,
-            open_timeout=timeout,
-            ping_interval=None,
-            close_timeout=2,
-            compression=None,
-            max_size=MAX_FRAME_BYTES,
-            proxy=None,
-        )
+        self.websocket = await self.open_websocket(timeout)
         self.links += 1
         self.link = LedgerLink(
             self.impl, self.websocket, ledger=self.ledger, number=self.links, ack_latency=self.ack_latency
