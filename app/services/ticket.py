@@ -153,7 +153,9 @@ class TicketService:
         if self.sla is not None:
             await self.sla.refresh(session, ticket, now)
         await session.flush()
-        return await crud_ticket.reload(session, ticket.id)
+        # Flushed, not reloaded: callers want its id and number; the API answers with the read
+        # model (crud_ticket.get_view), one statement instead of the ORM's two and their objects.
+        return ticket
 
     async def _requester(self, session: AsyncSession, requester_id: int | None, actor: User) -> User:
         if requester_id is None or requester_id == actor.id:
