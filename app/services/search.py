@@ -194,17 +194,31 @@ class SearchIndex:
     async def parse(self, text: str) -> SearchQuery:
         return await asyncio.to_thread(parse_query, self.segmenter, text)
 
-    async def index_title(self, session: AsyncSession, ticket: Ticket, *, renamed: bool = False) -> None:
-        """The title's document; after a rename, also the context of the ticket's messages."""
-        tokens = await asyncio.to_thread(self.segmenter.segment, ticket.title)
+    async def segment(self, text: str) -> str:
+        """The text's tokens (off the event loop). Callers that segment before their transaction's
+        first statement keep the work out of SQLite's write lock (a new ticket does)."""
+        return await asyncio.to_thread(self.segmenter.segment, text)
+
+    async def index_title(
+        self, session: AsyncSession, ticket: Ticket, *, renamed: bool = False, tokens: str | None = None
+    ) -> None:
+        """The title's document (`tokens`: the title already segmented); after a rename, also
+        the context of the ticket's messages."""
+        if tokens is None:
+            tokens = await self.segment(ticket.title)
         await crud_search.upsert_docs(session, [DocRow(ticket.id, None, False, tokens)])
         if renamed:
             await crud_search.set_context(session, ticket.id)
 
-    async def index_message(self, session: AsyncSession, message: Message) -> None:
-        """Only the new text is segmented; the title's tokens are read from its document."""
-        tokens = await asyncio.to_thread(self.segmenter.segment, message.body)
-        context = await crud_search.title_tokens(session, message.ticket_id)
+    async def index_message(
+        self, session: AsyncSession, message: Message, *, tokens: str | None = None, context: str | None = None
+    ) -> None:
+        """Only the new text is segmented (unless given); the title's tokens are read from its
+        document (unless given as `context`)."""
+        if tokens is None:
+            tokens = await self.segment(message.body)
+        if context is None:
+            context = await crud_search.title_tokens(session, message.ticket_id)
         row = DocRow(message.ticket_id, message.id, message.internal, tokens, context)
         await crud_search.upsert_docs(session, [row])
 

@@ -153,10 +153,11 @@ class SlaService:
 
     # --- due dates ----------------------------------------------------------------------------
 
-    async def refresh(self, session: AsyncSession, ticket: Ticket, now: datetime) -> None:
+    async def refresh(self, session: AsyncSession, ticket: Ticket, now: datetime, *, new: bool = False) -> None:
         """Brings the ticket's due dates and SLA row up to date after a change (bookkeeping:
-        never bumps `version`). Cheap when nothing that matters changed: one primary-key read."""
-        state = await crud_sla.ticket_sla(session, ticket.id)
+        never bumps `version`). Cheap when nothing that matters changed: one primary-key read
+        (none for a ticket being created: `new`)."""
+        state = None if new else await crud_sla.ticket_sla(session, ticket.id)
         if state is None:
             state = TicketSla(ticket_id=ticket.id, basis="", paused_seconds=0)
             session.add(state)

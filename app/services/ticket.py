@@ -7,6 +7,7 @@ Every change follows one path: change the rows, append `ticket_events`, flush. T
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -72,6 +73,14 @@ def is_staff(user: User) -> bool:
     return user.role in STAFF
 
 
+@dataclass(frozen=True)
+class SegmentedTicket:
+    """A new ticket's title and first message as search tokens."""
+
+    title: str
+    body: str
+
+
 class TicketService:
     def __init__(
         self,
@@ -100,6 +109,10 @@ class TicketService:
         await self._check_references(
             session, category_id=body.category_id, assignee_id=body.assignee_id, team_id=body.team_id
         )
+        # Segmented before the first write: on SQLite, outside the write lock every creator waits for.
+        tokens = None
+        if self.search is not None:
+            tokens = SegmentedTicket(await self.search.segment(body.title), await self.search.segment(body.body))
         now = utcnow()
         priority = body.priority or Priority.normal
         tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
@@ -122,7 +135,7 @@ class TicketService:
         session.add(ticket)
         await session.flush()
         if self.search is not None:
-            await self.search.index_title(session, ticket)
+            await self.search.index_title(session, ticket, tokens=tokens.title if tokens else None)
         message = await self._write_message(
             session,
             ticket,
@@ -132,6 +145,7 @@ class TicketService:
             channel=channel,
             now=now,
             attachment_ids=body.attachment_ids,
+            tokens=tokens,
         )
         await self._record(
             session,
@@ -151,7 +165,7 @@ class TicketService:
             )
         await self._auto_assign(session, ticket)
         if self.sla is not None:
-            await self.sla.refresh(session, ticket, now)
+            await self.sla.refresh(session, ticket, now, new=True)
         await session.flush()
         # Flushed, not reloaded: callers want its id and number; the API answers with the read
         # model (crud_ticket.get_view), one statement instead of the ORM's two and their objects.
@@ -195,15 +209,20 @@ class TicketService:
         channel: Channel,
         now: datetime,
         attachment_ids: Sequence[int] | None,
+        tokens: SegmentedTicket | None = None,
     ) -> Message:
-        """The message row, with the caller's own unattached uploads claimed for it."""
+        """The message row, with the caller's own unattached uploads claimed for it. `tokens`:
+        a new ticket's title and first message, already segmented."""
         message = Message(
             ticket_id=ticket.id, author_id=actor.id, body=text, internal=internal, channel=channel, created_at=now
         )
         session.add(message)
         await session.flush()
         if self.search is not None:
-            await self.search.index_message(session, message)
+            if tokens is not None:
+                await self.search.index_message(session, message, tokens=tokens.body, context=tokens.title)
+            else:
+                await self.search.index_message(session, message)
         if attachment_ids and not await crud_ticket.claim_attachments(
             session, attachment_ids, uploader_id=actor.id, ticket_id=ticket.id, message_id=message.id
         ):
