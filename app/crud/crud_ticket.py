@@ -345,7 +345,8 @@ async def list_page(
     stmt = filters.apply(readable_by(user))
     if after is not None:
         stmt = stmt.where(sort.after(*after))
-    return list(await session.execute(as_views(stmt.order_by(*sort.order_by()).limit(limit + 1))))
+    connection = await session.connection()  # Core: the ORM's execution returns no objects here anyway
+    return list(await connection.execute(as_views(stmt.order_by(*sort.order_by()).limit(limit + 1))))
 
 
 async def search_page(
@@ -364,7 +365,8 @@ async def search_page(
         score, last_id = after
         stmt = stmt.where(or_(hits.c.score < score, and_(hits.c.score == score, Ticket.id < last_id)))
     stmt = as_views(stmt.order_by(hits.c.score.desc(), Ticket.id.desc()).limit(limit + 1)).add_columns(hits.c.score)
-    return [(row, float(row.score)) for row in await session.execute(stmt)]
+    connection = await session.connection()
+    return [(row, float(row.score)) for row in await connection.execute(stmt)]
 
 
 async def next_sequence(session: AsyncSession, day: str) -> int:
