@@ -77,7 +77,7 @@ def server_app() -> FastAPI:
     return application
 
 
-def verified_user_id(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
+async def verified_user_id(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
     """The limit's authentication: the access token's signature and claims, no database."""
     if not authorization or not authorization.startswith("Bearer "):
         raise NotAuthenticated

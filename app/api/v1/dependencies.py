@@ -23,7 +23,9 @@ from app.services import idempotency
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies are `async def` even when they only read the request: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per request for nothing (bench/http.py).
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -111,7 +113,7 @@ async def get_staff_detached(ctx: Context, token: Annotated[str | None, Depends(
 DetachedStaffUser = Annotated[User, Depends(get_staff_detached)]
 
 
-def get_client_ip(request: Request, ctx: Context) -> str:
+async def get_client_ip(request: Request, ctx: Context) -> str:
     peer = request.client.host if request.client else None
     return ctx.proxies.client_ip(peer, request.headers.get("x-forwarded-for"))
 
@@ -125,7 +127,7 @@ class PageParams:
     cursor: str | None
 
 
-def get_page_params(
+async def get_page_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> PageParams:
@@ -138,7 +140,9 @@ PageDep = Annotated[PageParams, Depends(get_page_params)]
 _REST_CHANNELS = {c.value for c in (Channel.web, Channel.android, Channel.miniprogram, Channel.api)}
 
 
-def get_client_channel(x_client: Annotated[str | None, Header(alias="X-Client", max_length=32)] = None) -> Channel:
+async def get_client_channel(
+    x_client: Annotated[str | None, Header(alias="X-Client", max_length=32)] = None,
+) -> Channel:
     """`X-Client: web | android | miniprogram | api` (default api), recorded on tickets and
     messages. `qq` is the bot's alone; anything unknown counts as api."""
     value = (x_client or "").strip().lower()

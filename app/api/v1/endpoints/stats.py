@@ -22,7 +22,7 @@ _BOUND = (
 )
 
 
-def get_scope(
+async def get_scope(
     ctx: Context,
     from_: Annotated[str | None, Query(alias="from", max_length=64, description=_BOUND)] = None,
     to: Annotated[str | None, Query(max_length=64, description=_BOUND)] = None,

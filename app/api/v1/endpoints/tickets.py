@@ -64,7 +64,7 @@ def _etag(response: Response, ticket: Ticket) -> None:
     response.headers["ETag"] = f'"{ticket.version}"'
 
 
-def _if_match(if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None) -> int | None:
+async def _if_match(if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None) -> int | None:
     """`If-Match: "<version>"` (weak or bare accepted); `*` or absent means no precondition."""
     if if_match is None or if_match.strip() == "*":
         return None

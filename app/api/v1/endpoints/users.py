@@ -39,7 +39,7 @@ async def update_me(body: MeUpdate, principal: CurrentPrincipal, ctx: Context, s
     return await ctx.users.update_me(session, principal.user, body, session_id=principal.session_id)
 
 
-def get_qq_identity(ctx: Context) -> QQIdentityService:
+async def get_qq_identity(ctx: Context) -> QQIdentityService:
     return ctx.qq_identities
 
 
