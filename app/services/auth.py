@@ -46,7 +46,7 @@ class PrincipalCache:
     """Who is behind an access token's login session, kept for a few seconds, so that
     authenticating a request costs no query (docs/decisions.md "Authentication cache").
 
-    `clear()` runs after every commit that wrote users or login sessions in this process
+    `clear()` runs after every commit that wrote users, login sessions or identities in this process
     (logout, password change, deactivation, role or profile change), and in every process when
     Redis fans it out; the time limit bounds what another process without Redis can miss."""
 
@@ -56,6 +56,9 @@ class PrincipalCache:
         self.clock = clock
         self._entries: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
         self.on_clear: list[Callable[[], None]] = []  # e.g. tell the other processes
+        # Counts the clears: what was read before one must not be stored after it (a logout
+        # committed while a request was reading the session it ends).
+        self.generation = 0
 
     def get(self, user_id: int, session_id: int) -> dict[str, Any] | None:
         entry = self._entries.get((user_id, session_id))
@@ -66,8 +69,10 @@ class PrincipalCache:
             return None
         return entry[1]
 
-    def put(self, user_id: int, session_id: int, values: dict[str, Any]) -> None:
-        if self.ttl_seconds <= 0:
+    def put(self, user_id: int, session_id: int, values: dict[str, Any], *, read_in: int) -> None:
+        """Keep `values`, read while the cache was at generation `read_in`, unless it was
+        cleared since."""
+        if self.ttl_seconds <= 0 or read_in != self.generation:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # rare: a burst of distinct sessions; the next requests refill it
@@ -82,6 +87,7 @@ class PrincipalCache:
     def forget(self) -> None:
         """Forget everything here (what another process's `clear` arrives as)."""
         self._entries.clear()
+        self.generation += 1
 
 
 def user_values(user: User) -> dict[str, Any]:
@@ -105,13 +111,12 @@ class AuthService:
         hasher: PasswordHasher,
         signer: TokenSigner,
         limiter: RateLimiter,
-        principals: PrincipalCache | None = None,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
         self.signer = signer
         self.limiter = limiter
-        self.principals = principals or PrincipalCache(settings.principal_cache_seconds)
+        self.principals = PrincipalCache(settings.principal_cache_seconds)
 
     async def login(
         self, session: AsyncSession, *, username: str, password: str, client_ip: str, user_agent: str | None
@@ -193,10 +198,11 @@ class AuthService:
         cached = self.principals.get(claims.user_id, claims.session_id)
         if cached is not None:
             return attached_user(session, cached), claims
+        generation = self.principals.generation
         user = await crud_auth_session.get_session_user(session, user_id=claims.user_id, session_id=claims.session_id)
         if user is None or not user.is_active:
             raise InvalidToken
-        self.principals.put(claims.user_id, claims.session_id, user_values(user))
+        self.principals.put(claims.user_id, claims.session_id, user_values(user), read_in=generation)
         return user, claims
 
     async def _store_refresh_token(self, session: AsyncSession, session_id: int, raw: str, now: datetime) -> None:

@@ -106,13 +106,22 @@ async def test_with_no_cache_every_request_reads_the_session(app, client, custom
 def test_entries_expire_and_the_cache_stays_bounded():
     now = [100.0]
     cache = PrincipalCache(10, max_entries=3, clock=lambda: now[0])
-    cache.put(1, 1, {"id": 1})
+    cache.put(1, 1, {"id": 1}, read_in=cache.generation)
     assert cache.get(1, 1) == {"id": 1}
     now[0] += 10
     assert cache.get(1, 1) is None
     for session_id in range(5):
-        cache.put(1, session_id, {"id": 1})
+        cache.put(1, session_id, {"id": 1}, read_in=cache.generation)
     assert len(cache._entries) <= 3
+
+
+def test_what_was_read_before_a_clear_is_not_kept_after_it():
+    """A request reads the session; a logout commits (clear); the request's read is stale."""
+    cache = PrincipalCache(10)
+    read_in = cache.generation
+    cache.clear()
+    cache.put(1, 1, {"id": 1}, read_in=read_in)
+    assert cache.get(1, 1) is None
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="HELPDESK_TEST_REDIS_URL is not set (CI sets it)")
