@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
@@ -106,9 +106,19 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_
 
     # The turn ends with the transaction (these fire just before COMMIT or ROLLBACK: the next
     # writer's BEGIN IMMEDIATE waits the moment that takes), and never outlives the checkout.
-    event.listen(engine.sync_engine, "commit", lambda connection: _end_turn(connection.info))
-    event.listen(engine.sync_engine, "rollback", lambda connection: _end_turn(connection.info))
+    def _end_turn_of(connection: Connection) -> None:
+        try:
+            info = connection.info
+        except exc.SQLAlchemyError:
+            # Invalidated mid-transaction (a task cancelled at shutdown): its info cannot be
+            # reached now; the pool's checkin below ends the turn when the connection returns.
+            return
+        _end_turn(info)
+
+    event.listen(engine.sync_engine, "commit", _end_turn_of)
+    event.listen(engine.sync_engine, "rollback", _end_turn_of)
     event.listen(engine.sync_engine.pool, "checkin", lambda _dbapi, record: _end_turn(record.info) if record else None)
+    event.listen(engine.sync_engine.pool, "invalidate", lambda _dbapi, record, _exc: _end_turn(record.info))
 
 
 async def _take_turn(turns: asyncio.Lock, seconds: float) -> bool:
