@@ -129,12 +129,12 @@ async def test_200_clients_create_each_ticket_exactly_once_through_dropped_conne
         assert (response.status_code, response.headers.get("Idempotent-Replayed")) == (201, "true"), response.text
         assert response.json()["id"] == by_title[log.create.title]
 
-    # Both outcomes of a cut happened: the retry replayed the ticket the cut attempt had created,
-    # or created it itself.
+    # Every cut key ended as one ticket, created by the cut attempt (the retry got a replay) or by
+    # the retry (the cut attempt arrived second). Cut attempts that created their ticket prove the
+    # replay path ran; how many retries came first is timing (0 of 250 in one CI run), not a promise.
     cut_count = sum(c.cut is not None for c in creates)
     assert len(run.cut_keys(created_by_cut=True)) + len(run.cut_keys(created_by_cut=False)) == cut_count
     assert run.cut_keys(created_by_cut=True)
-    assert run.cut_keys(created_by_cut=False)
     # Each request written reached the app (the cut ones included): none was lost on the way,
     # so the cuts tested the server, not the client's socket. A transport error may or may not have.
     assert run.sent - run.transport_errors <= sum(server.values()) <= run.sent
