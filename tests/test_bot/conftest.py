@@ -119,7 +119,7 @@ async def qq_rig(
             client = None
             if mode == "reverse":
                 client = ReverseWsClient(impl, base_url.replace("http://", "ws://") + "/onebot/v11/ws")
-                await client.connect()
+                await client.connect(timeout=10)  # as the waits below: a loaded CI once took over 5 s
             await wait_until(lambda: rig.hub.registry.action_connection(BOT) is not None, 10)
             await impl.changed.wait_for(lambda: impl.event_links >= 1, 10)
             try:
