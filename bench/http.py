@@ -60,7 +60,7 @@ from app.schemas.user import UserCreate
 from bench._load import Result, run_load
 
 SECRET = "bench-http-secret-key-long-enough-0123456789"  # noqa: S105  # a throwaway database
-PASSWORD = "bench password 0123"  # noqa: S105
+PASSWORD = "bench password 0123"  # noqa: S105  # the bench's own throwaway accounts
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/bench_http"
 SEARCH_WORD = "打印机"
 TITLES = ["宿舍 wifi 连不上", "打印机卡纸", "VPN 无法连接", "邮箱密码忘记了", "教室投影仪没有信号"]
@@ -201,7 +201,7 @@ def running_server(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bench.http:server_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)  # noqa: S603
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)  # noqa: S603  # our argv
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base_url, process)
@@ -305,8 +305,8 @@ def run_database(db: str, args: argparse.Namespace) -> None:
 def recreate_database(url: str) -> None:
     name = make_url(url).database
     for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
-        subprocess.run(  # noqa: S603
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],  # noqa: S607
+        subprocess.run(  # noqa: S603  # fixed argv; the name is our own setting
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],  # noqa: S607  # psql from PATH
             check=True,
         )
 
