@@ -17,6 +17,7 @@ at a million tickets as at ten thousand.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Select,
     String,
     Subquery,
+    Table,
     and_,
     case,
     cast,
@@ -42,10 +44,9 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.statements import PerDialect
 from app.models.search import SearchDoc
 from app.models.ticket import Message, Ticket
 
@@ -82,31 +83,41 @@ async def upsert_docs(session: AsyncSession, rows: Sequence[DocRow]) -> None:
 
 
 async def _upsert_chunk(session: AsyncSession, rows: Sequence[DocRow]) -> None:
-    titles = [row for row in rows if row.message_id is None]
-    messages = [row for row in rows if row.message_id is not None]
-    insert = sqlite_insert if is_sqlite(session) else pg_insert
+    titles = [_values(row) for row in rows if row.message_id is None]
+    messages = [_values(row) for row in rows if row.message_id is not None]
     if titles:
-        stmt = insert(SearchDoc).values([_values(row) for row in titles])
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[SearchDoc.ticket_id],
-                index_where=text("message_id IS NULL"),
-                set_={"tokens": stmt.excluded.tokens},
-            )
-        )
+        await session.execute(_upsert_titles(session), titles)
     if messages:
-        stmt = insert(SearchDoc).values([_values(row) for row in messages])
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[SearchDoc.message_id],
-                set_={
-                    "tokens": stmt.excluded.tokens,
-                    "context_tokens": stmt.excluded.context_tokens,
-                    "internal": stmt.excluded.internal,
-                    "ticket_id": stmt.excluded.ticket_id,
-                },
-            )
-        )
+        await session.execute(_upsert_messages(session), messages)
+
+
+async def insert_new_docs(session: AsyncSession, rows: Sequence[DocRow]) -> None:
+    """Documents of texts that have none yet (a new ticket's title and first message): one
+    plain INSERT, no conflict possible."""
+    await session.execute(_insert_docs, [_values(row) for row in rows])
+
+
+def _build_upsert_titles(insert: Any) -> Any:
+    stmt = insert(_DOCS)
+    return stmt.on_conflict_do_update(
+        index_elements=[_DOCS.c.ticket_id],
+        index_where=text("message_id IS NULL"),
+        set_={"tokens": stmt.excluded.tokens},
+    )
+
+
+def _build_upsert_messages(insert: Any) -> Any:
+    stmt = insert(_DOCS)
+    refreshed = ("tokens", "context_tokens", "internal", "ticket_id")
+    return stmt.on_conflict_do_update(
+        index_elements=[_DOCS.c.message_id], set_={name: stmt.excluded[name] for name in refreshed}
+    )
+
+
+_DOCS = typing.cast(Table, SearchDoc.__table__)  # a mapped class's table is a Table
+_insert_docs = _DOCS.insert()
+_upsert_titles = PerDialect(_build_upsert_titles)
+_upsert_messages = PerDialect(_build_upsert_messages)
 
 
 def _values(row: DocRow) -> dict[str, Any]:

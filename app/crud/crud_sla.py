@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -108,16 +108,32 @@ async def _flush(session: AsyncSession) -> None:
 
 async def policy_for(session: AsyncSession, priority: Priority, category_id: int | None) -> SlaPolicy | None:
     """The most specific policy: the ticket's category, then its parent category, then the
-    priority alone. One query."""
-    stmt = select(SlaPolicy).where(SlaPolicy.priority == priority)
+    priority alone. One query, built once (a new ticket runs it)."""
     if category_id is None:
-        stmt = stmt.where(SlaPolicy.category_id.is_(None))
+        result = await session.execute(_POLICY_WITHOUT_CATEGORY, {"priority": priority})
     else:
-        parent = select(Category.parent_id).where(Category.id == category_id).scalar_subquery()
-        stmt = stmt.where(
-            or_(SlaPolicy.category_id.is_(None), SlaPolicy.category_id == category_id, SlaPolicy.category_id == parent)
-        ).order_by(case((SlaPolicy.category_id == category_id, 0), (SlaPolicy.category_id.is_(None), 2), else_=1))
-    return (await session.execute(stmt.limit(1))).scalars().first()
+        result = await session.execute(_POLICY_FOR_CATEGORY, {"priority": priority, "category_id": category_id})
+    return result.scalars().first()
+
+
+def _build_policy_for_category() -> Select[Any]:
+    category_id: Any = bindparam("category_id")
+    parent = select(Category.parent_id).where(Category.id == category_id).scalar_subquery()
+    return (
+        select(SlaPolicy)
+        .where(
+            SlaPolicy.priority == bindparam("priority"),
+            or_(SlaPolicy.category_id.is_(None), SlaPolicy.category_id == category_id, SlaPolicy.category_id == parent),
+        )
+        .order_by(case((SlaPolicy.category_id == category_id, 0), (SlaPolicy.category_id.is_(None), 2), else_=1))
+        .limit(1)
+    )
+
+
+_POLICY_WITHOUT_CATEGORY = (
+    select(SlaPolicy).where(SlaPolicy.priority == bindparam("priority"), SlaPolicy.category_id.is_(None)).limit(1)
+)
+_POLICY_FOR_CATEGORY = _build_policy_for_category()
 
 
 # --- the saved calendar -------------------------------------------------------------------------

@@ -7,10 +7,10 @@ lookup and (later) search and export starts from it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     String,
     Subquery,
+    Table,
     and_,
     bindparam,
     exists,
@@ -26,16 +27,16 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.core.errors import TicketNotFound
 from app.db.base import utcnow
+from app.db.statements import PerDialect, dialect_name, upsert_insert
 from app.models.attachment import Attachment
 from app.models.category import Category
 from app.models.tag import Tag, ticket_tags
@@ -133,7 +134,45 @@ def as_views(stmt: Select[Any]) -> Select[Any]:
 
 def ticket_view(row: Row[Any]) -> dict[str, Any]:
     """A row of `as_views` as the fields of TicketRead."""
-    m = row._mapping
+    return _view(row._mapping)
+
+
+async def new_ticket_view(session: AsyncSession, ticket: Ticket, user: User) -> dict[str, Any]:
+    """The read model of a ticket this transaction created, for `user` who created it. Built
+    from what the session holds when it holds every name (the requester and the references the
+    create checked are in its identity map); otherwise, when auto-assignment brought in a team
+    or agent, read as `get_view` does. A new ticket has no rating and is merged into nothing."""
+    names = _held_names(session, ticket)
+    if names is None:
+        return await get_view(session, ticket.id, user)
+    row = {column.key: getattr(ticket, column.key) for column in _tickets.c}
+    row |= names | {"merged_into_number": None, "rating_score": None}
+    row["tag_names"] = json.dumps([tag.name for tag in ticket.tags])
+    return _view(row)
+
+
+def _held_names(session: AsyncSession, ticket: Ticket) -> dict[str, str | None] | None:
+    names: dict[str, str | None] = {}
+    for key, model, ref_id in (
+        ("requester_name", User, ticket.requester_id),
+        ("assignee_name", User, ticket.assignee_id),
+        ("category_name", Category, ticket.category_id),
+        ("team_name", Team, ticket.team_id),
+    ):
+        if ref_id is None:
+            names[key] = None
+            continue
+        held = session.identity_map.get(identity_key(model, ref_id))
+        if isinstance(held, User):
+            names[key] = held.display_name
+        elif isinstance(held, Category | Team):
+            names[key] = held.name
+        else:
+            return None
+    return names
+
+
+def _view(m: Mapping[Any, Any]) -> dict[str, Any]:
     rating = None
     if m["rating_score"] is not None:
         rating = {
@@ -369,23 +408,47 @@ async def search_page(
     return [(row, float(row.score)) for row in await connection.execute(stmt)]
 
 
+async def add_event(session: AsyncSession, event: TicketEvent) -> int:
+    """Appends `event` to the timeline (a Core INSERT: the ORM's unit of work costs more than
+    the row); returns its id. The event object stays outside the session."""
+    values = {column.key: getattr(event, column.key) for column in _EVENT_COLUMNS}
+    return int((await session.execute(_INSERT_EVENT, values)).scalar_one())
+
+
+_EVENTS = cast(Table, TicketEvent.__table__)  # a mapped class's table is a Table
+_INSERT_EVENT = _EVENTS.insert().returning(_EVENTS.c.id)
+_EVENT_COLUMNS = [column for column in _EVENTS.c if column.key != "id"]
+
+
+def writes_serialised(session: AsyncSession) -> bool:
+    """Whether the database runs one write transaction at a time (SQLite), so the order of the
+    rows a transaction locks does not matter to concurrent writers."""
+    return dialect_name(session) == "sqlite"
+
+
 async def next_sequence(session: AsyncSession, day: str) -> int:
     """That day's next ticket number: an atomic upsert, so concurrent creates never collide."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(TicketNumberCounter)
-        .values(day=day, last=1)
-        .on_conflict_do_update(index_elements=[TicketNumberCounter.day], set_={"last": TicketNumberCounter.last + 1})
-        .returning(TicketNumberCounter.last)
+    return int((await session.execute(_next_sequence(session), {"day": day})).scalar_one())
+
+
+def _build_next_sequence(insert: Any) -> Any:
+    counters = TicketNumberCounter.__table__
+    return (
+        insert(counters)
+        .values(day=bindparam("day"), last=1)
+        .on_conflict_do_update(index_elements=[counters.c.day], set_={"last": counters.c.last + 1})
+        .returning(counters.c.last)
     )
-    return int((await session.execute(stmt)).scalar_one())
+
+
+_next_sequence = PerDialect(_build_next_sequence)
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:
     wanted = sorted(set(names))
     if not wanted:
         return []
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect_name(session))
     now = utcnow()
     await session.execute(
         insert(Tag)

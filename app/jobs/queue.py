@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.db.session import WAKE_AFTER_COMMIT
+from app.db.statements import PerDialect
 from app.models.job import Job, JobStatus
 
 
@@ -38,9 +37,12 @@ async def enqueue(
         "routing_key": routing_key,
         "created_at": now,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Job).values(**values)
-    if idempotency_key is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=[Job.idempotency_key])
-    await session.execute(stmt)
+    await session.execute(_insert_job(session) if idempotency_key is None else _insert_keyed_job(session), values)
     session.info[WAKE_AFTER_COMMIT] = True  # Database wakes the worker once this commits
+
+
+_JOBS = Job.__table__
+_insert_job = PerDialect(lambda insert: insert(_JOBS))
+_insert_keyed_job = PerDialect(
+    lambda insert: insert(_JOBS).on_conflict_do_nothing(index_elements=[_JOBS.c.idempotency_key])
+)

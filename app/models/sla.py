@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, TimestampMixin, UTCDateTime, utcnow
-from app.models.ticket import Priority, _strings
+from app.models.ticket import Priority, Ticket, _strings
 
 
 class SlaPolicy(TimestampMixin, Base):
@@ -84,3 +84,7 @@ class TicketSla(Base):
     first_response_breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolution_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolution_breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Set on a ticket not yet inserted (its due dates go into its INSERT): the flush orders
+    # the two rows and fills ticket_id.
+    ticket: Mapped[Ticket] = relationship(lazy="raise")

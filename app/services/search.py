@@ -199,6 +199,18 @@ class SearchIndex:
         first statement keep the work out of SQLite's write lock (a new ticket does)."""
         return await asyncio.to_thread(self.segmenter.segment, text)
 
+    async def segment_all(self, *texts: str) -> list[str]:
+        """Each text's tokens, in one trip to a worker thread."""
+        return await asyncio.to_thread(lambda: [self.segmenter.segment(text) for text in texts])
+
+    async def index_new_ticket(
+        self, session: AsyncSession, message: Message, *, title_tokens: str, tokens: str
+    ) -> None:
+        """A new ticket's title and first message (already segmented): one INSERT."""
+        title = DocRow(message.ticket_id, None, False, title_tokens)
+        first = DocRow(message.ticket_id, message.id, message.internal, tokens, title_tokens)
+        await crud_search.insert_new_docs(session, [title, first])
+
     async def index_title(
         self, session: AsyncSession, ticket: Ticket, *, renamed: bool = False, tokens: str | None = None
     ) -> None:

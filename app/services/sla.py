@@ -155,36 +155,48 @@ class SlaService:
 
     async def refresh(self, session: AsyncSession, ticket: Ticket, now: datetime, *, new: bool = False) -> None:
         """Brings the ticket's due dates and SLA row up to date after a change (bookkeeping:
-        never bumps `version`). Cheap when nothing that matters changed: one primary-key read
-        (none for a ticket being created: `new`)."""
+        never bumps `version`). Cheap when nothing that matters changed: one primary-key read.
+        `new`: a ticket being created, before its INSERT, so its due dates are part of it (no
+        read, and no UPDATE after)."""
         state = None if new else await crud_sla.ticket_sla(session, ticket.id)
         if state is None:
-            state = TicketSla(ticket_id=ticket.id, basis="", paused_seconds=0)
+            state = TicketSla(ticket=ticket, basis="", paused_seconds=0)
             session.add(state)
         responded = ticket.first_responded_at
         basis = f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{responded is not None}"
         if state.basis == basis:
             return
         state.basis = basis
-        calendar = await self.calendar(session)
         running = ticket.status in RUNNING
+        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
+        state.policy_id = policy.id if policy is not None else None
+        if policy is None and state.paused_at is None:
+            # No target to place and no pause to measure (every new ticket without a policy):
+            # no business time, so no calendar to read.
+            self._stop_or_start_clock(state, None, responded, running, now)
+            _no_targets(ticket, state)
+            return
+        calendar = await self.calendar(session)
+        self._stop_or_start_clock(state, calendar, responded, running, now)
+        self._first_response(ticket, state, policy, calendar, running)
+        self._resolution(ticket, state, policy, calendar, running)
 
+    @staticmethod
+    def _stop_or_start_clock(
+        state: TicketSla, calendar: BusinessCalendar | None, responded: datetime | None, running: bool, now: datetime
+    ) -> None:
+        """Pause bookkeeping. `calendar` is None only for a clock that is not paused."""
         if responded is not None and state.response_paused_seconds is None:
             # The first response's clock stops here: remember how much time was paused by then.
             paused_by_then = state.paused_seconds
-            if state.paused_at is not None:
+            if state.paused_at is not None and calendar is not None:
                 paused_by_then += calendar.elapsed(state.paused_at, responded)
             state.response_paused_seconds = paused_by_then
-        if running and state.paused_at is not None:
+        if running and state.paused_at is not None and calendar is not None:
             state.paused_seconds += calendar.elapsed(state.paused_at, now)
             state.paused_at = None
         elif not running and state.paused_at is None:
             state.paused_at = now
-
-        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
-        state.policy_id = policy.id if policy is not None else None
-        self._first_response(ticket, state, policy, calendar, running)
-        self._resolution(ticket, state, policy, calendar, running)
 
     def _first_response(
         self, ticket: Ticket, state: TicketSla, policy: SlaPolicy | None, calendar: BusinessCalendar, running: bool
@@ -260,6 +272,13 @@ class SlaService:
                 await tickets.record_sla_event(session, ticket, alert.kind, data)
             sent = max(sent, len(claimed))
         return sent
+
+
+def _no_targets(ticket: Ticket, state: TicketSla) -> None:
+    """No policy: no due dates and no alert to come (what the target steps give for no minutes)."""
+    ticket.first_response_due_at = ticket.resolution_due_at = None
+    state.first_response_breach_at = state.first_response_warn_at = None
+    state.resolution_breach_at = state.resolution_warn_at = None
 
 
 def _met_late(met_at: datetime | None, due: datetime | None) -> bool:

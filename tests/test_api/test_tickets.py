@@ -459,6 +459,48 @@ async def test_reads_answer_what_the_orm_model_answers(app, client, admin, agent
     assert {t["id"]: {k: v for k, v in t.items() if k != "snippet"} for t in page} == expected
 
 
+async def test_a_create_answers_what_a_read_answers(app, client, admin, agent, customer):
+    """POST /tickets builds its answer from the session (crud_ticket.new_ticket_view), or reads
+    it when auto-assignment brought in names the session does not hold: either way it is the
+    read model, due dates, tags and references included."""
+    admin_headers = bearer(admin)
+    sla = {"name": "高", "priority": "high", "first_response_minutes": 60, "resolution_minutes": 480}
+    assert (await client.post("/api/v1/sla-policies", json=sla, headers=admin_headers)).status_code == 201
+    team = (await client.post("/api/v1/teams", json={"name": "一线"}, headers=admin_headers)).json()
+    routing_team = {"name": "二线", "assignment": "round_robin"}
+    helpers = (await client.post("/api/v1/teams", json=routing_team, headers=admin_headers)).json()
+    routed_to = await create_user(app, "routed_agent", Role.agent)
+    members = {"user_ids": [routed_to]}
+    assert (await client.put(f"/api/v1/teams/{helpers['id']}/members", json=members, headers=admin_headers)).is_success
+    plain = (await client.post("/api/v1/categories", json={"name": "硬件"}, headers=admin_headers)).json()
+    routing = {"name": "网络", "team_id": helpers["id"]}
+    routed = (await client.post("/api/v1/categories", json=routing, headers=admin_headers)).json()
+
+    created = [
+        (customer, await new_ticket(client, customer)),
+        (customer, await new_ticket(client, customer, category_id=plain["id"])),
+        (customer, await new_ticket(client, customer, category_id=routed["id"])),  # auto-assigned
+        (
+            agent,
+            await new_ticket(
+                client,
+                agent,
+                requester_id=customer["id"],
+                category_id=plain["id"],
+                team_id=team["id"],
+                assignee_id=agent["id"],
+                tags=["网络", "b", "a"],
+                priority="high",
+            ),
+        ),
+    ]
+    assert created[2][1]["assignee"]["id"] == routed_to
+    assert created[3][1]["first_response_due_at"] is not None
+    assert created[3][1]["tags"] == ["a", "b", "网络"]
+    for tokens, answer in created:
+        assert (await client.get(f"{TICKETS}/{answer['id']}", headers=bearer(tokens))).json() == answer
+
+
 async def test_concurrent_writes_without_if_match_all_succeed(client, agent, customer):
     """API.md: without If-Match the write is accepted, last writer wins. On PostgreSQL the
     writers take the ticket's row lock in turn instead of failing the version check (409)."""

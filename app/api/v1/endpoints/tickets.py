@@ -94,7 +94,7 @@ async def create_ticket(
 ) -> JSONResponse:
     async def create() -> Any:
         ticket = await ctx.tickets.create(session, body, actor=user, channel=channel)
-        return TicketRead.model_validate(await crud_ticket.get_view(session, ticket.id, user))
+        return TicketRead.model_validate(await crud_ticket.new_ticket_view(session, ticket, user))
 
     return await idempotent_create(session, request, user=user, key=idempotency_key, create=create)
 
