@@ -57,8 +57,9 @@ class BusinessCalendarRow(Base):
 
 
 class TicketSla(Base):
-    """One row per ticket (made at its first change). The due dates themselves live on `tickets`; this holds
-    what computing them needs and what the periodic check claims.
+    """One row per ticket (made at its creation when a policy applies, else at its first
+    change). The due dates themselves live on `tickets`; this holds what computing them needs
+    and what the periodic check claims.
 
     `*_warn_at` / `*_breach_at` are set only while the alert is still to come (clock running,
     target not met, not yet sent), so the check is an indexed range scan; `*_warned_at` /

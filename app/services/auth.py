@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from app.core.config import AuthSettings
 from app.core.errors import (
@@ -97,10 +99,18 @@ def user_values(user: User) -> dict[str, Any]:
 
 def attached_user(session: AsyncSession, values: dict[str, Any]) -> User:
     """A User for this session from cached values, without a query: persistent and clean, as
-    if loaded, so endpoints may read it, change it and flush it as usual."""
-    user = User(**copy.deepcopy(values))
+    if loaded, so endpoints may read it, change it and flush it as usual. Built as a load
+    builds it (committed values, no change events) and attached as it is: `merge` would copy
+    it once more, at a cost every authenticated request paid."""
+    held = session.identity_map.get(identity_key(User, values["id"]))
+    if isinstance(held, User):
+        return held
+    user: User = inspect(User).class_manager.new_instance()
+    for key, value in values.items():
+        set_committed_value(user, key, copy.deepcopy(value) if isinstance(value, dict | list) else value)
     make_transient_to_detached(user)
-    return session.sync_session.merge(user, load=False)
+    session.add(user)
+    return user
 
 
 class AuthService:

@@ -159,20 +159,24 @@ class SlaService:
         `new`: a ticket being created, before its INSERT, so its due dates are part of it (no
         read, and no UPDATE after)."""
         state = None if new else await crud_sla.ticket_sla(session, ticket.id)
-        if state is None:
-            state = TicketSla(ticket=ticket, basis="", paused_seconds=0)
-            session.add(state)
         responded = ticket.first_responded_at
         basis = f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{responded is not None}"
-        if state.basis == basis:
+        if state is not None and state.basis == basis:
             return
+        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
+        if state is None:
+            if new and policy is None:
+                # Nothing to keep: no due date, a clock that has not stopped. The row is made at
+                # the ticket's first change, which computes everything from its creation.
+                ticket.first_response_due_at = ticket.resolution_due_at = None
+                return
+            state = TicketSla(ticket=ticket, basis="", paused_seconds=0)
+            session.add(state)
         state.basis = basis
         running = ticket.status in RUNNING
-        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
         state.policy_id = policy.id if policy is not None else None
         if policy is None and state.paused_at is None:
-            # No target to place and no pause to measure (every new ticket without a policy):
-            # no business time, so no calendar to read.
+            # No target to place and no pause to measure: no business time, so no calendar.
             self._stop_or_start_clock(state, None, responded, running, now)
             _no_targets(ticket, state)
             return
