@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, Row, case, column, func, or_, select, values
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from app.core.errors import TicketNotFound
 from app.crud.crud_ticket import readable_by
 from app.db.base import UTCDateTime, utcnow
+from app.db.statements import dialect_name, upsert_insert
 from app.llm.client import Attempt
 from app.models.canned_response import CannedResponse
 from app.models.llm import LlmCall, TicketAi
@@ -53,7 +52,7 @@ async def ticket_ai(session: AsyncSession, ticket_id: int, *, for_update: bool =
 
 
 def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return upsert_insert(dialect_name(session))
 
 
 # --- what the AI features read -------------------------------------------------------------------

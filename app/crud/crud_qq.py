@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
+from app.db.statements import dialect_name, upsert_insert
 from app.models.qq import InboxStatus, QQInboxEvent, QQSentMessage, QQTicketOrigin
 from app.models.user import ExternalIdentity, IdentityProvider, User
 
 
 def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return upsert_insert(dialect_name(session))
 
 
 async def add_inbox(

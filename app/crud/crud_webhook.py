@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
+from app.db.statements import dialect_name, upsert_insert
 from app.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 
@@ -28,7 +27,7 @@ async def active(session: AsyncSession) -> list[Webhook]:
 
 async def add_delivery(session: AsyncSession, *, webhook_id: int, event_id: int, event_type: str) -> int | None:
     """The delivery's id; None when this event was already handed to this webhook."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect_name(session))
     stmt = (
         insert(WebhookDelivery)
         .values(
