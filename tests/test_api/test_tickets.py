@@ -450,22 +450,27 @@ async def test_customer_cannot_clear_routing_fields_with_null(client, agent, cus
 # --- the read model ------------------------------------------------------------------------
 
 
+async def fully_routed_ticket(client, agent, customer, *, category_id: int, team_id: int):
+    """An agent's ticket for `customer` with every reference set: category, team, assignee, tags."""
+    return await new_ticket(
+        client,
+        agent,
+        requester_id=customer["id"],
+        category_id=category_id,
+        team_id=team_id,
+        assignee_id=agent["id"],
+        tags=["网络", "b", "a"],
+        priority="high",
+    )
+
+
 async def test_reads_answer_what_the_orm_model_answers(app, client, admin, agent, customer):
     """GET /tickets/{id} and list pages are built by one Core statement (crud_ticket.as_views);
     writes answer from ORM objects. Both must say the same about every field."""
     staff = bearer(agent)
     category = (await client.post("/api/v1/categories", json={"name": "硬件"}, headers=bearer(admin))).json()
     team = (await client.post("/api/v1/teams", json={"name": "一线"}, headers=bearer(admin))).json()
-    routed = await new_ticket(
-        client,
-        agent,
-        requester_id=customer["id"],
-        category_id=category["id"],
-        team_id=team["id"],
-        assignee_id=agent["id"],
-        tags=["网络", "b", "a"],
-        priority="high",
-    )
+    routed = await fully_routed_ticket(client, agent, customer, category_id=category["id"], team_id=team["id"])
     rated = await new_ticket(client, customer)
     await client.patch(f"{TICKETS}/{rated['id']}", json={"status": "resolved"}, headers=staff)
     await client.post(f"{TICKETS}/{rated['id']}/rating", json={"score": 4, "comment": "好"}, headers=bearer(customer))
@@ -508,19 +513,7 @@ async def test_a_create_answers_what_a_read_answers(app, client, admin, agent, c
         (customer, await new_ticket(client, customer)),
         (customer, await new_ticket(client, customer, category_id=plain["id"])),
         (customer, await new_ticket(client, customer, category_id=routed["id"])),  # auto-assigned
-        (
-            agent,
-            await new_ticket(
-                client,
-                agent,
-                requester_id=customer["id"],
-                category_id=plain["id"],
-                team_id=team["id"],
-                assignee_id=agent["id"],
-                tags=["网络", "b", "a"],
-                priority="high",
-            ),
-        ),
+        (agent, await fully_routed_ticket(client, agent, customer, category_id=plain["id"], team_id=team["id"])),
     ]
     assert created[2][1]["assignee"]["id"] == routed_to
     assert created[3][1]["first_response_due_at"] is not None
