@@ -53,6 +53,8 @@ from app.services.webhook import WebhookService
 from app.services.wechat import WeChatClient
 
 log = logging.getLogger(__name__)
+# At shutdown, how long the job worker's loop gets to finish its turn (a claim, a schedule).
+WORKER_LOOP_GRACE_SECONDS = 5.0
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -203,6 +205,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ctx = ctx
     background: list[asyncio.Task[None]] = []
     worker = None
+    worker_loop: asyncio.Task[None] | None = None
     election: ForwardElection | None = None
     try:
         await _bootstrap_admin(ctx)
@@ -226,7 +229,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.onebot.start(connect_forward=False)
         election = ForwardElection(db, ctx.onebot, settings.onebot.forward_urls)
         election.start()  # one process per forward URL
-        background.append(asyncio.create_task(worker.run_forever(), name="job-worker"))
+        worker_loop = asyncio.create_task(worker.run_forever(), name="job-worker")
+        background.append(worker_loop)
         if job_signal is not None:
             background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))
         if auth_signal is not None:
@@ -235,6 +239,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if worker is not None:
             await worker.stop()
+        if worker_loop is not None:
+            # The loop sees the stop at its next turn: let it get there, as `helpdesk worker`
+            # does, rather than cancel it inside a statement. A cancelled rollback is logged
+            # by SQLAlchemy's pool as an error with its traceback.
+            await asyncio.wait([worker_loop], timeout=WORKER_LOOP_GRACE_SECONDS)
         if election is not None:
             await election.stop()
         await ctx.onebot.close()
