@@ -1,7 +1,11 @@
-"""Fixed-window counters for throttling (login attempts now, more later).
+"""Fixed-window counters for throttling (login attempts, QQ binding codes, the assistant).
 
 In memory for the single-process default; in Redis when HELPDESK_REDIS_URL is set, so every
 process shares the counts.
+
+A limit that counts only failures is kept by counting first and refunding on success (`hit`,
+then `refund`), never by checking and counting afterwards: concurrent attempts would all pass
+the check before any of them counted (the QQ bot handles one user's messages in parallel).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int, window: int) -> int | None:
         """Count one event; seconds until the window ends if the count now exceeds `limit`."""
 
-    async def blocked_for(self, key: str, *, limit: int) -> int | None:
-        """Seconds until the window ends if `limit` events were already counted, else None."""
+    async def refund(self, key: str) -> None:
+        """Takes back one event counted in the current window (an attempt that succeeded)."""
 
     async def reset(self, key: str) -> None: ...
 
@@ -40,12 +44,10 @@ class MemoryRateLimiter:
         self._windows[key] = (ends, count)
         return math.ceil(ends - now) if count > limit else None
 
-    async def blocked_for(self, key: str, *, limit: int) -> int | None:
-        now = time.monotonic()
+    async def refund(self, key: str) -> None:
         ends, count = self._windows.get(key, (0.0, 0))
-        if ends > now and count >= limit:
-            return math.ceil(ends - now)
-        return None
+        if ends > time.monotonic() and count > 0:
+            self._windows[key] = (ends, count - 1)
 
     async def reset(self, key: str) -> None:
         self._windows.pop(key, None)
@@ -55,10 +57,20 @@ class MemoryRateLimiter:
             del self._windows[key]
 
 
+# Decrements only a live, positive counter: a bare DECR on an expired key would create one
+# without an expiry, holding -1 forever.
+_REFUND = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then redis.call('DECR', KEYS[1]) end
+return count
+"""
+
+
 class RedisRateLimiter:
     def __init__(self, redis: Redis, prefix: str = "helpdesk:rl:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._refund = redis.register_script(_REFUND)
 
     async def hit(self, key: str, *, limit: int, window: int) -> int | None:
         name = self._prefix + key
@@ -69,15 +81,8 @@ class RedisRateLimiter:
             count, _, ttl = await pipe.execute()
         return max(int(ttl), 1) if int(count) > limit else None
 
-    async def blocked_for(self, key: str, *, limit: int) -> int | None:
-        name = self._prefix + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(name)
-            pipe.ttl(name)
-            count, ttl = await pipe.execute()
-        if count is not None and int(count) >= limit:
-            return max(int(ttl), 1)
-        return None
+    async def refund(self, key: str) -> None:
+        await self._refund(keys=[self._prefix + key])
 
     async def reset(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)

@@ -134,28 +134,34 @@ class AuthService:
         username = normalize_username(username)
         user_key = f"login:user:{username}"
         await self._throttle(client_ip, user_key)
-        user = await crud_user.get_by_username(session, username)
-        # Verify even for an unknown name (against a dummy hash): both paths take as long.
-        valid = await self.hasher.verify(password, user.password_hash if user else None)
+        try:
+            user = await crud_user.get_by_username(session, username)
+            # Verify even for an unknown name (against a dummy hash): both paths take as long.
+            valid = await self.hasher.verify(password, user.password_hash if user else None)
+        except Exception:
+            await self.limiter.refund(user_key)  # not a failed guess
+            raise
         if user is None or not valid:
-            await self.limiter.hit(
-                user_key,
-                limit=self.settings.login_failures_per_username,
-                window=self.settings.login_failure_window_seconds,
-            )
-            raise InvalidCredentials
+            raise InvalidCredentials  # the failure stays counted
+        await self.limiter.reset(user_key)
         if not user.is_active:
             raise UserDisabled
-        await self.limiter.reset(user_key)
         return await self.start_session(session, user, client_ip=client_ip, user_agent=user_agent)
 
     async def _throttle(self, client_ip: str, user_key: str) -> None:
+        """Counts the attempt per IP and, as a failure until the password proves right, per
+        username: counting before the check keeps parallel guesses under the limit too."""
         s = self.settings
         wait = await self.limiter.hit(
             f"login:ip:{client_ip}", limit=s.login_attempts_per_ip, window=s.login_ip_window_seconds
         )
-        wait = wait or await self.limiter.blocked_for(user_key, limit=s.login_failures_per_username)
         if wait:
+            raise TooManyRequests(retry_after=wait)
+        wait = await self.limiter.hit(
+            user_key, limit=s.login_failures_per_username, window=s.login_failure_window_seconds
+        )
+        if wait:
+            await self.limiter.refund(user_key)  # refused before any guess: nothing to count
             raise TooManyRequests(retry_after=wait)
 
     async def start_session(

@@ -202,19 +202,18 @@ class QQIdentityService:
         - A QQ account whose account an admin disabled cannot bind (`UserDisabled`).
         """
         external_id = _external_id(qq_user_id)
-        limits = ((f"qq-binding:qq:{external_id}", ATTEMPTS_PER_QQ), (_LIMIT_ALL, ATTEMPTS_OVERALL))
-        for key, limit in limits:
-            wait = await self.limiter.blocked_for(key, limit=limit)
-            if wait:
-                raise QQBindingRateLimited(wait)
         found = await crud_qq_identity.get_identity(session, external_id)
         if found is not None and not found[1].is_active:
             raise UserDisabled
-        target = await self._redeem(session, code)
+        counted = await self._count_attempt(external_id)
+        try:
+            target = await self._redeem(session, code)
+        except Exception:
+            await self._refund_attempt(counted)
+            raise
         if target is None:
-            for key, limit in limits:
-                await self.limiter.hit(key, limit=limit, window=ATTEMPT_WINDOW_SECONDS)
-            raise QQBindingCodeInvalid
+            raise QQBindingCodeInvalid  # the attempt stays counted
+        await self._refund_attempt(counted)
 
         nickname = clean_nickname(nickname)
         await crud_qq_identity.delete_identities(session, target.id, keep_external_id=external_id)
@@ -242,6 +241,24 @@ class QQIdentityService:
         await session.flush()
         await crud_user.refresh_computed(session, target)
         return BindResult(user=target, moved_tickets=moved)
+
+    async def _count_attempt(self, external_id: str) -> list[str]:
+        """Counts the attempt against both limits before the code is tried, so parallel attempts
+        cannot all slip under them; refused past either (the overall count untouched by a QQ
+        account already over its own). Returns the keys counted, for `_refund_attempt`."""
+        counted: list[str] = []
+        for key, limit in ((f"qq-binding:qq:{external_id}", ATTEMPTS_PER_QQ), (_LIMIT_ALL, ATTEMPTS_OVERALL)):
+            wait = await self.limiter.hit(key, limit=limit, window=ATTEMPT_WINDOW_SECONDS)
+            counted.append(key)
+            if wait:
+                await self._refund_attempt(counted)
+                raise QQBindingRateLimited(wait)
+        return counted
+
+    async def _refund_attempt(self, keys: list[str]) -> None:
+        """Only wrong codes count: an attempt that did not fail gives its counts back."""
+        for key in keys:
+            await self.limiter.refund(key)
 
     async def _redeem(self, session: AsyncSession, code: str) -> User | None:
         """Spends the code and returns its (active) web account; None for a code that is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -335,6 +336,16 @@ async def test_repeated_failures_for_one_username_are_throttled(app, client):
     # Even the right password waits: the point is to stop guessing.
     right = await client.post("/api/v1/auth/login", json={"username": "victim", "password": PASSWORD})
     assert right.status_code == 429
+
+
+async def test_parallel_guesses_for_one_username_stay_under_the_limit(app, client):
+    """Guesses in flight at once: each is counted before its password is checked, so no more
+    than the limit get a verdict (checked first and counted after, all of them would)."""
+    await create_user(app, "victim")
+    limit = app.state.ctx.auth.settings.login_failures_per_username
+    guesses = [_bad_login(client) for _ in range(limit + 3)]
+    statuses = sorted(response.status_code for response in await asyncio.gather(*guesses))
+    assert statuses == [401] * limit + [429] * 3
 
 
 async def test_successful_login_resets_the_failure_count(app, client):

@@ -279,6 +279,34 @@ async def test_wrong_codes_are_limited_per_qq_account(app, client, customer):
     assert 0 < limited.value.retry_after <= ATTEMPT_WINDOW_SECONDS
 
 
+async def test_parallel_wrong_codes_stay_under_the_limit(app):
+    """The bot handles one user's messages in parallel: each attempt is counted before its code
+    is looked up, so no more than the limit get to try one."""
+    outcomes = await asyncio.gather(
+        *(bind(app, WRONG_CODE) for _ in range(ATTEMPTS_PER_QQ + 3)), return_exceptions=True
+    )
+    kinds = sorted(type(outcome).__name__ for outcome in outcomes)
+    assert kinds == ["QQBindingCodeInvalid"] * ATTEMPTS_PER_QQ + ["QQBindingRateLimited"] * 3
+
+
+async def test_a_refused_attempt_does_not_spend_the_overall_budget(app, monkeypatch):
+    """A QQ account past its own limit keeps guessing: the budget all accounts share stays
+    with the others."""
+    monkeypatch.setattr("app.services.qq_identity.ATTEMPTS_OVERALL", ATTEMPTS_PER_QQ + 3)
+    for _ in range(ATTEMPTS_PER_QQ):
+        with pytest.raises(QQBindingCodeInvalid):
+            await bind(app, WRONG_CODE)
+    for _ in range(20):
+        with pytest.raises(QQBindingRateLimited):
+            await bind(app, WRONG_CODE)
+
+    for _ in range(3):
+        with pytest.raises(QQBindingCodeInvalid):
+            await bind(app, WRONG_CODE, qq_user_id=OTHER_QQ_ID)
+    with pytest.raises(QQBindingRateLimited):
+        await bind(app, WRONG_CODE, qq_user_id=OTHER_QQ_ID)
+
+
 async def test_one_qq_accounts_wrong_codes_do_not_block_another(app, client, customer):
     for _ in range(ATTEMPTS_PER_QQ):
         with pytest.raises(QQBindingCodeInvalid):

@@ -28,11 +28,14 @@ async def _exercise(limiter) -> None:
     retry = await limiter.hit("k", limit=2, window=60)
     assert retry is not None
     assert 1 <= retry <= 60
-    assert await limiter.blocked_for("k", limit=2) is not None
-    assert await limiter.blocked_for("other", limit=2) is None
+    await limiter.refund("k")
+    await limiter.refund("k")
+    assert await limiter.hit("k", limit=2, window=60) is None  # two taken back: one left
+    assert await limiter.hit("k", limit=2, window=60) is not None
     await limiter.reset("k")
-    assert await limiter.blocked_for("k", limit=2) is None
     assert await limiter.hit("k", limit=2, window=60) is None
+    await limiter.refund("never-counted")  # nothing to take back: no negative count
+    assert [await limiter.hit("never-counted", limit=1, window=60) is None for _ in range(2)] == [True, False]
 
 
 async def test_memory_limiter_counts_per_window():
