@@ -112,6 +112,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        self._scheduled_slots: dict[str, int] = {}  # periodic kind -> the last slot this worker enqueued
 
     def wake(self) -> None:
         self._wake.set()
@@ -269,13 +270,22 @@ class Worker:
     # --- schedule -------------------------------------------------------------------------
 
     async def schedule_periodic(self, now: datetime | None = None) -> None:
-        if not self.settings.periodic:
-            return
+        """Enqueues each periodic kind's current slot, once per slot and worker: the loop turns
+        after every commit, and a write transaction each turn (SQLite's one writer lock, three
+        upserts) cost more than the jobs it woke for. Other workers' enqueues of the same slot
+        meet the idempotency key."""
         now = now or utcnow()
+        due: dict[str, int] = {}
+        for item in self.settings.periodic:
+            slot = int(now.timestamp()) // item.every_seconds
+            if self._scheduled_slots.get(item.kind) != slot:
+                due[item.kind] = slot
+        if not due:
+            return
         async with self.db.transaction() as session:
-            for item in self.settings.periodic:
-                slot = int(now.timestamp()) // item.every_seconds
-                await enqueue(session, item.kind, {"slot": slot}, idempotency_key=f"periodic:{item.kind}:{slot}")
+            for kind, slot in due.items():
+                await enqueue(session, kind, {"slot": slot}, idempotency_key=f"periodic:{kind}:{slot}")
+        self._scheduled_slots.update(due)
 
 
 def _clip(error: str | None) -> str | None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, event, select, update
 
 from app.db.base import utcnow
 from app.jobs.queue import enqueue
@@ -178,6 +178,10 @@ async def _status_is(db, status: JobStatus) -> bool:
     return (await jobs(db))[0].status == status
 
 
+async def _ran_one(db) -> bool:
+    return [j.status for j in await jobs(db)] == [JobStatus.done]
+
+
 async def _noop(run: JobRun) -> None:
     return None
 
@@ -224,6 +228,21 @@ async def test_periodic_slot_is_scheduled_once_by_several_workers(db):
     assert len(await jobs(db)) == 2
 
 
+async def test_a_worker_schedules_each_periodic_slot_once(db):
+    """The loop turns after every commit: a slot this worker already enqueued is not written
+    again, even after its job row is gone (purged), until the next slot begins."""
+    options = WorkerOptions(periodic=[Periodic("test.tick", every_seconds=60)])
+    worker = Worker(db, {"test.tick": _noop}, options)
+    now = utcnow().replace(second=0, microsecond=0)
+    await worker.schedule_periodic(now)
+    async with db.transaction() as session:
+        await session.execute(delete(Job))
+    await worker.schedule_periodic(now + timedelta(seconds=59))
+    assert await jobs(db) == []
+    await worker.schedule_periodic(now + timedelta(seconds=60))
+    assert [j.payload["slot"] for j in await jobs(db)] == [int(now.timestamp()) // 60 + 1]
+
+
 async def test_commit_wakes_the_worker_at_once(db):
     worker = Worker(db, {"test.record": _noop}, WorkerOptions(poll_seconds=3600))
     db.commit_hooks.append(worker.wake)
@@ -237,6 +256,32 @@ async def test_commit_wakes_the_worker_at_once(db):
         await worker.stop()
         task.cancel()
         db.commit_hooks.remove(worker.wake)
+
+
+async def test_an_idle_worker_with_a_schedule_sleeps(db):
+    """Enqueueing a periodic slot wakes the worker like any enqueue; scheduled again on every
+    turn, the worker woke itself for ever (a core and SQLite's write lock, idle)."""
+    options = WorkerOptions(poll_seconds=3600, periodic=[Periodic("test.tick", every_seconds=3600)])
+    worker = Worker(db, {"test.tick": _noop}, options)
+    db.commit_hooks.append(worker.wake)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        await until(lambda: _ran_one(db), seconds=5)  # the slot's job
+        await asyncio.sleep(0.2)  # the turns its own commits caused
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        await asyncio.sleep(0.5)
+    finally:
+        if event.contains(db.engine.sync_engine, "before_cursor_execute", record):
+            event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        await worker.stop()
+        task.cancel()
+        db.commit_hooks.remove(worker.wake)
+    assert statements == []
 
 
 async def test_a_rolled_back_enqueue_wakes_nobody(db):
