@@ -123,6 +123,7 @@ def build_handlers(
                     )
             for listener in listeners:
                 await listener(session, event)
+            await run.finish_with(session)
 
     async def deliver_webhook(run: JobRun) -> None:
         async with run.db.transaction(write=False) as session:

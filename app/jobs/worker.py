@@ -6,7 +6,8 @@
   worker crashed) is claimed again.
 - Handlers get the job's ids and run their own short transactions (a handler may wait on
   the network; it must not hold SQLite's write lock meanwhile). They must be idempotent: a
-  job runs at least once.
+  job runs at least once. A handler whose work is one write transaction ends it with
+  `run.finish_with(session)`: done commits with the work.
 - Failure: `PermanentJobError` -> failed (no retry); anything else, a timeout included ->
   retried after an exponential backoff with jitter, until `max_attempts` -> dead.
   `RetryLater` -> run again after its delay, the attempt not counted: the handler could not
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.logging import redact
 from app.db.base import utcnow
@@ -52,7 +54,7 @@ class RetryLater(Exception):
         self.delay = delay
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobRun:
     id: int
     kind: str
@@ -60,10 +62,24 @@ class JobRun:
     attempt: int
     max_attempts: int
     db: Database
+    worker_id: str = ""
+    finished: bool = False  # set by `finish_with`: the worker has nothing left to write
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+    @property
+    def is_over_its_attempts(self) -> bool:
+        return self.attempt > self.max_attempts
+
+    async def finish_with(self, session: AsyncSession) -> None:
+        """Marks the job done inside the handler's own write transaction, as its last step:
+        the outcome commits with the work, and the worker spares a transaction of its own
+        (SQLite's write lock once less per job). A failed commit raises out of the handler,
+        which retries the job as any failure does."""
+        await session.execute(_leased(self.id, self.worker_id).values(_done_values()))
+        self.finished = True
 
 
 Handler = Callable[[JobRun], Awaitable[None]]
@@ -178,7 +194,7 @@ class Worker:
         routed = Job.routing_key.in_(keys) if keys else false()
         unrouted = Job.routing_key.is_(None) if self.settings.handles_unrouted else false()
         stmt = (
-            select(Job)
+            select(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
             .where(
                 or_(
                     and_(Job.status == JobStatus.pending, Job.run_at <= now),
@@ -191,17 +207,20 @@ class Worker:
         )
         if self.db.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        claimed: list[JobRun] = []
+        # Core rows and UPDATEs by id, not ORM objects: under load the worker claims about once
+        # per job, and the unit of work cost more than the claim's statements.
         async with self.db.transaction() as session:
-            for job in (await session.execute(stmt)).scalars():
-                job.attempts += 1
-                if job.attempts > job.max_attempts:  # its workers kept dying mid-run
-                    job.status, job.finished_at, job.locked_until = JobStatus.dead, now, None
-                    job.last_error = (job.last_error or "") + "\nlease expired on the last attempt"
-                    continue
-                job.status, job.locked_until, job.locked_by = JobStatus.running, lease, self.worker_id
-                claimed.append(JobRun(job.id, job.kind, dict(job.payload), job.attempts, job.max_attempts, self.db))
-        return claimed
+            runs = [
+                JobRun(row.id, row.kind, dict(row.payload), row.attempts + 1, row.max_attempts, self.db, self.worker_id)
+                for row in await session.execute(stmt)
+            ]
+            leased = [run for run in runs if not run.is_over_its_attempts]
+            if leased:
+                running = {"status": JobStatus.running, "locked_until": lease, "locked_by": self.worker_id}
+                await session.execute(_counting_an_attempt([run.id for run in leased]).values(running))
+            if exhausted := [run.id for run in runs if run.is_over_its_attempts]:  # its workers kept dying mid-run
+                await session.execute(_counting_an_attempt(exhausted).values(_buried(now)))
+        return leased
 
     # --- running --------------------------------------------------------------------------
 
@@ -221,13 +240,12 @@ class Worker:
             except Exception as exc:
                 await self._retry_or_bury(job, exc)
             else:
-                await self._finish(job, JobStatus.done)
+                if not job.finished:
+                    await self._finish(job, JobStatus.done)
 
     async def _finish(self, job: JobRun, status: JobStatus, *, error: str | None = None) -> None:
         async with self.db.transaction() as session:
-            await session.execute(
-                self._mine(job).values(status=status, finished_at=utcnow(), locked_until=None, last_error=_clip(error))
-            )
+            await session.execute(self._mine(job).values(_done_values(status, error)))
 
     async def _retry_or_bury(self, job: JobRun, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -255,13 +273,7 @@ class Worker:
             )
 
     def _mine(self, job: JobRun) -> Any:
-        # Only while the lease is ours: a worker that overran its lease must not overwrite the
-        # outcome of the worker that took the job over.
-        return (
-            update(Job)
-            .where(Job.id == job.id, Job.locked_by == self.worker_id, Job.status == JobStatus.running)
-            .execution_options(synchronize_session=False)
-        )
+        return _leased(job.id, self.worker_id)
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.settings.backoff_cap_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
@@ -286,6 +298,34 @@ class Worker:
             for kind, slot in due.items():
                 await enqueue(session, kind, {"slot": slot}, idempotency_key=f"periodic:{kind}:{slot}")
         self._scheduled_slots.update(due)
+
+
+def _counting_an_attempt(ids: list[int]) -> Any:
+    return (
+        update(Job)
+        .where(Job.id.in_(ids))
+        .values(attempts=Job.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _buried(now: datetime) -> dict[str, Any]:
+    last_error = func.coalesce(Job.last_error, "") + "\nlease expired on the last attempt"
+    return {"status": JobStatus.dead, "finished_at": now, "locked_until": None, "last_error": last_error}
+
+
+def _leased(job_id: int, worker_id: str) -> Any:
+    """An UPDATE of the job while its lease is `worker_id`'s: a worker that overran its lease
+    must not overwrite the outcome of the worker that took the job over."""
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == JobStatus.running)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _done_values(status: JobStatus = JobStatus.done, error: str | None = None) -> dict[str, Any]:
+    return {"status": status, "finished_at": utcnow(), "locked_until": None, "last_error": _clip(error)}
 
 
 def _clip(error: str | None) -> str | None:

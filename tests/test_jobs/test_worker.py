@@ -78,6 +78,49 @@ async def test_failures_are_retried_until_they_succeed(db):
     assert job.last_error is None
 
 
+async def test_done_commits_with_the_handlers_work_or_not_at_all(db):
+    """`finish_with`: the job is marked done inside the handler's transaction, so a failure
+    after it undoes the work and the done together, and the job is retried."""
+    tries = 0
+
+    async def finishing(run: JobRun) -> None:
+        nonlocal tries
+        tries += 1
+        async with run.db.transaction() as session:
+            await enqueue(session, "test.follow_up", {"try": tries})
+            await run.finish_with(session)
+            if tries == 1:
+                raise ConnectionError("lost before the commit")
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.finishing")
+    await Worker(db, {"test.finishing": finishing, "test.follow_up": _noop}, FAST).run_until_idle()
+    first, *follow_ups = await jobs(db)
+    assert (first.status, first.attempts) == (JobStatus.done, 2)
+    assert [(job.payload, job.status) for job in follow_ups] == [({"try": 2}, JobStatus.done)]
+
+
+async def test_a_job_its_handler_finished_is_not_written_again(db):
+    async def finishing(run: JobRun) -> None:
+        async with run.db.transaction() as session:
+            await run.finish_with(session)
+
+    async with db.transaction() as session:
+        await enqueue(session, "test.finishing")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await Worker(db, {"test.finishing": finishing}, FAST).run_until_idle()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert len([s for s in statements if s.startswith("UPDATE jobs") and "finished_at" in s]) == 1
+    assert [job.status for job in await jobs(db)] == [JobStatus.done]
+
+
 async def test_retry_waits_for_its_backoff(db):
     async def failing(run: JobRun) -> None:
         raise ConnectionError("down")
@@ -157,6 +200,32 @@ async def test_expired_lease_of_a_crashed_worker_is_taken_over(db):
     await Worker(db, {"test.record": handler}, FAST).run_until_idle()
     assert done == [2]
     assert (await jobs(db))[0].status == JobStatus.done
+
+
+async def test_a_job_whose_workers_kept_dying_is_buried_not_run(db):
+    async with db.transaction() as session:
+        await enqueue(session, "test.record", max_attempts=2)
+        await enqueue(session, "test.record", {"n": 2})
+    async with db.transaction() as session:  # both claimed by a worker that died, the first on its last attempt
+        await session.execute(
+            update(Job).values(
+                status=JobStatus.running,
+                attempts=2,
+                locked_by="dead-worker",
+                locked_until=utcnow() - timedelta(seconds=1),
+            )
+        )
+    ran: list[dict] = []
+
+    async def handler(run: JobRun) -> None:
+        ran.append(run.payload)
+
+    await Worker(db, {"test.record": handler}, FAST).run_until_idle()
+    buried, retried = await jobs(db)
+    assert ran == [{"n": 2}]
+    assert (buried.status, buried.attempts, buried.locked_until) == (JobStatus.dead, 3, None)
+    assert buried.last_error.endswith("lease expired on the last attempt")
+    assert (retried.status, retried.attempts) == (JobStatus.done, 3)
 
 
 async def test_live_lease_is_not_taken_over(db):
