@@ -1,5 +1,7 @@
 # Every target installs what it needs: uv (from PyPI, with the machine's Python), a virtual
-# environment, and the hashed lock. `make help` lists the targets.
+# environment, and the hashed lock. `make help` lists the targets. Bytecode is compiled at
+# install: where PYTHONDONTWRITEBYTECODE is set (this machine), every process, each test's
+# subprocess too, otherwise compiles the libraries again (`import app.main`: 8.7 s, 3.7 s).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -13,7 +15,7 @@ export UV_NO_CONFIG := 1
 $(BIN)/.synced: requirements-dev.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 

@@ -24,6 +24,7 @@ OTHER_AGENT_QQ = 456789013
 STRANGER_QQ = 567890123
 AGENT_GROUP = 900000001
 CUSTOMER_GROUP = 900000002
+SETUP_SECONDS = 30  # connecting the simulated bot; see qq_rig
 
 Mode = Literal["forward", "reverse"]
 
@@ -119,9 +120,11 @@ async def qq_rig(
             client = None
             if mode == "reverse":
                 client = ReverseWsClient(impl, base_url.replace("http://", "ws://") + "/onebot/v11/ws")
-                await client.connect(timeout=10)  # as the waits below: a loaded CI once took over 5 s
-            await wait_until(lambda: rig.hub.registry.action_connection(BOT) is not None, 10)
-            await impl.changed.wait_for(lambda: impl.event_links >= 1, 10)
+                # Bounds, not expectations: a loaded CI once took over 5 s, another 11 s (the
+                # whole test process stalled between the server's start and the handshake).
+                await client.connect(timeout=SETUP_SECONDS)
+            await wait_until(lambda: rig.hub.registry.action_connection(BOT) is not None, SETUP_SECONDS)
+            await impl.changed.wait_for(lambda: impl.event_links >= 1, SETUP_SECONDS)
             try:
                 yield rig
             finally:
