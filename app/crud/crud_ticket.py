@@ -249,7 +249,9 @@ async def get_readable(session: AsyncSession, ticket_id: int, user: User, *, for
 
     `for_update` locks its row until the transaction ends (PostgreSQL; SQLite's writers are
     serialised already): concurrent writers without If-Match then follow one another, last
-    writer wins as API.md promises, instead of the later one failing the version check."""
+    writer wins as API.md promises, instead of the later one failing the version check. The
+    ticket is read after the lock, even when the session already holds it. A writer that
+    locks two tickets locks them in id order (no deadlock between them)."""
     return await _one_readable(session, user, Ticket.id == ticket_id, for_update=for_update)
 
 
@@ -263,11 +265,22 @@ async def _one_readable(
 ) -> Ticket:
     stmt = readable_by(user).where(condition).options(*TICKET_LOADS)
     if for_update:
-        stmt = stmt.with_for_update(of=Ticket)
+        await _lock(session, stmt)
+        stmt = stmt.execution_options(populate_existing=True)
     ticket = (await session.execute(stmt)).unique().scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound
     return ticket
+
+
+async def _lock(session: AsyncSession, readable: Select[Ticket]) -> None:
+    """Locks the ticket row, alone, before the caller reads it: under a lock that waited,
+    PostgreSQL re-reads the locked row but not the rows a statement joins to it, which would
+    stay as they were before the other writer's commit (a rating that "does not exist" yet).
+    The read that follows is a statement of its own, so it sees that commit. SQLite's writers
+    are serialised already: no statement there."""
+    if not writes_serialised(session):
+        await session.execute(readable.with_only_columns(Ticket.id).with_for_update())
 
 
 async def open_for(session: AsyncSession, user: User, *, limit: int) -> list[Ticket]:
@@ -279,9 +292,12 @@ async def open_for(session: AsyncSession, user: User, *, limit: int) -> list[Tic
     return list((await session.execute(stmt)).scalars().all())
 
 
-async def reload(session: AsyncSession, ticket_id: int) -> Ticket:
-    """The ticket with everything TicketRead needs, fresh from the database."""
+async def reload(session: AsyncSession, ticket_id: int, *, for_update: bool = False) -> Ticket:
+    """The ticket with everything TicketRead needs, fresh from the database; `for_update` as
+    in `get_readable` (for writers that found the ticket by other means than a user's view)."""
     stmt = select(Ticket).where(Ticket.id == ticket_id).options(*TICKET_LOADS).execution_options(populate_existing=True)
+    if for_update:
+        await _lock(session, select(Ticket).where(Ticket.id == ticket_id))
     return (await session.execute(stmt)).unique().scalar_one()
 
 

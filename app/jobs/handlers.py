@@ -63,7 +63,8 @@ def build_handlers(
         async with run.db.transaction() as session:
             due = select(Ticket.id).where(Ticket.status == TicketStatus.resolved, Ticket.resolved_at <= cutoff)
             for ticket_id in (await session.execute(due.order_by(Ticket.id).limit(BATCH))).scalars().all():
-                await tickets.close_automatically(session, await crud_ticket.reload(session, ticket_id))
+                ticket = await crud_ticket.reload(session, ticket_id, for_update=True)  # in id order
+                await tickets.close_automatically(session, ticket)
 
     async def reindex(run: JobRun) -> None:
         if tickets.search is None:

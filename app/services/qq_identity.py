@@ -279,7 +279,7 @@ class QQIdentityService:
     async def _move_tickets(self, session: AsyncSession, source: User, target: User, tickets: TicketService) -> int:
         ticket_ids = await crud_qq_identity.requested_ticket_ids(session, source.id)
         for ticket_id in ticket_ids:
-            ticket = await crud_ticket.reload(session, ticket_id)
+            ticket = await crud_ticket.reload(session, ticket_id, for_update=True)  # in id order
             # The person binding is the actor: they moved their own tickets.
             await tickets.change_requester(session, ticket, requester=target, actor=target)
         return len(ticket_ids)

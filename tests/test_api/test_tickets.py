@@ -533,3 +533,32 @@ async def test_concurrent_writes_without_if_match_all_succeed(client, agent, cus
     assert [r.status_code for r in responses] == [201] * 8 + [200] * 3, [r.text for r in responses]
     messages = (await client.get(f"{url}/messages", headers=bearer(agent))).json()
     assert len(messages) == 9
+
+
+async def test_ratings_and_merges_wait_for_concurrent_writers_instead_of_failing(client, agent, customer):
+    """Rating and merging change a ticket's version, as PATCH does: they take its row lock
+    first, so writers without If-Match that meet them follow one another (no 409). Two merges of
+    one pair in opposite directions lock in id order: one merges, the other is refused, and
+    neither deadlocks."""
+    staff = bearer(agent)
+    rated, source, target, other = [await new_ticket(client, customer) for _ in range(4)]
+    assert (await client.patch(f"{TICKETS}/{rated['id']}", json={"status": "resolved"}, headers=staff)).is_success
+    ratings = [
+        client.post(f"{TICKETS}/{rated['id']}/rating", json={"score": score}, headers=bearer(customer))
+        for score in (3, 4, 5)
+    ]
+    merge = client.post(f"{TICKETS}/{source['id']}/merge", json={"into_ticket_id": target["id"]}, headers=staff)
+    patches = [
+        client.patch(f"{TICKETS}/{ticket['id']}", json={"priority": priority}, headers=staff)
+        for ticket in (rated, target)
+        for priority in ("low", "high", "urgent")
+    ]
+    responses = await asyncio.gather(*ratings, merge, *patches)
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+
+    crossing = [
+        client.post(f"{TICKETS}/{one['id']}/merge", json={"into_ticket_id": two["id"]}, headers=staff)
+        for one, two in ((target, other), (other, target))
+    ]
+    answers = await asyncio.gather(*crossing)
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]

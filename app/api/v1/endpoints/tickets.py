@@ -300,11 +300,16 @@ async def list_events(ticket_id: int, user: CurrentUser, session: SessionDep) ->
 async def merge_ticket(
     ticket_id: int, body: MergeRequest, user: CurrentUser, ctx: Context, session: SessionDep
 ) -> Ticket:
-    source = await crud_ticket.get_readable(session, ticket_id, user)
+    await crud_ticket.get_readable(session, ticket_id, user)  # 404 before 403 for what is not theirs
     if not is_staff(user):
         raise Forbidden
-    target = await crud_ticket.get_readable(session, body.into_ticket_id, user)
-    return await ctx.tickets.merge(session, source, target, actor=user)
+    # Both rows locked, in id order: two merges of the same pair in opposite directions wait
+    # for each other instead of deadlocking.
+    locked = {
+        locked_id: await crud_ticket.get_readable(session, locked_id, user, for_update=True)
+        for locked_id in sorted({ticket_id, body.into_ticket_id})
+    }
+    return await ctx.tickets.merge(session, locked[ticket_id], locked[body.into_ticket_id], actor=user)
 
 
 @router.post(
@@ -315,7 +320,7 @@ async def merge_ticket(
 async def rate_ticket(
     ticket_id: int, body: RatingCreate, user: CurrentUser, ctx: Context, session: SessionDep
 ) -> Ticket:
-    ticket = await crud_ticket.get_readable(session, ticket_id, user)
+    ticket = await crud_ticket.get_readable(session, ticket_id, user, for_update=True)
     return await ctx.tickets.rate(session, ticket, body, actor=user)
 
 
