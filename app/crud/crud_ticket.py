@@ -496,6 +496,13 @@ async def get_message(session: AsyncSession, message_id: int) -> Message:
     return (await session.execute(stmt)).unique().scalar_one()
 
 
+async def events_by_id(session: AsyncSession, event_ids: Sequence[int]) -> list[TicketEvent]:
+    """The events that still exist, in the order of `event_ids`."""
+    found = await session.execute(select(TicketEvent).where(TicketEvent.id.in_(event_ids)))
+    by_id = {event.id: event for event in found.scalars()}
+    return [by_id[event_id] for event_id in event_ids if event_id in by_id]
+
+
 async def list_events(session: AsyncSession, ticket_id: int, *, include_internal: bool) -> list[TicketEvent]:
     stmt = (
         select(TicketEvent)

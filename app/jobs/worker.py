@@ -8,6 +8,11 @@
   the network; it must not hold SQLite's write lock meanwhile). They must be idempotent: a
   job runs at least once. A handler whose work is one write transaction ends it with
   `run.finish_with(session)`: done commits with the work.
+- Batches: a kind with a batch handler (the timeline's event dispatch, a job per event) is
+  claimed up to `batch_size` jobs at a time and run as one unit of work in one transaction,
+  one batch of a kind at a time per worker: the jobs that arrive meanwhile make the next
+  batch. A batch that fails runs again one job at a time, so each job gets its own outcome
+  (a poison job fails alone).
 - Failure: `PermanentJobError` -> failed (no retry); anything else, a timeout included ->
   retried after an exponential backoff with jitter, until `max_attempts` -> dead.
   `RetryLater` -> run again after its delay, the attempt not counted: the handler could not
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -78,11 +84,19 @@ class JobRun:
         the outcome commits with the work, and the worker spares a transaction of its own
         (SQLite's write lock once less per job). A failed commit raises out of the handler,
         which retries the job as any failure does."""
-        await session.execute(_leased(self.id, self.worker_id).values(_done_values()))
-        self.finished = True
+        await finish_all_with(session, [self])
+
+
+async def finish_all_with(session: AsyncSession, runs: list[JobRun]) -> None:
+    """`JobRun.finish_with` for a batch (one worker's runs): one UPDATE for all of them."""
+    await session.execute(_leased([run.id for run in runs], runs[0].worker_id).values(_done_values()))
+    for run in runs:
+        run.finished = True
 
 
 Handler = Callable[[JobRun], Awaitable[None]]
+# Runs several jobs of one kind as one unit of work (see the module docstring).
+BatchHandler = Callable[[list[JobRun]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,10 @@ class WorkerOptions:
     concurrency: int = 4
     lease_seconds: float = 300.0
     poll_seconds: float = 1.0
+    # A commit wakes the worker at once, unless it claimed less than this ago: then it waits
+    # out the rest, and the jobs of the commits meanwhile make one batch (one claim and, for a
+    # batch kind, one transaction) instead of a claim each. Idle, a job starts at once.
+    gather_seconds: float = 0.05
     backoff_base_seconds: float = 2.0
     backoff_cap_seconds: float = 3600.0
     handles_unrouted: bool = True
@@ -118,9 +136,16 @@ class Worker:
         *,
         worker_id: str | None = None,
         routing_keys: Callable[[], Iterable[str]] = frozenset,
+        batch_handlers: dict[str, BatchHandler] | None = None,
     ) -> None:
         self.db = db
         self.handlers = handlers
+        # A kind here needs a handler in `handlers` too: a failed batch runs one job at a time.
+        self.batch_handlers = batch_handlers or {}
+        self._batching: set[str] = set()  # kinds with a batch running in this worker
+        # Due jobs wait for a batch of their kind to end: commits do not wake the loop for
+        # claims that would leave them again (on SQLite, a write transaction each), the end does.
+        self._held_back = False
         self.settings = settings or WorkerOptions()
         self.worker_id = worker_id or default_worker_id()
         self.routing_keys = routing_keys
@@ -129,9 +154,12 @@ class Worker:
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._scheduled_slots: dict[str, int] = {}  # periodic kind -> the last slot this worker enqueued
+        self._last_claim = -math.inf  # loop time
+        self._more_due = False  # the last claim left due jobs it could have taken
 
     def wake(self) -> None:
-        self._wake.set()
+        if not self._held_back:
+            self._wake.set()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -146,10 +174,18 @@ class Worker:
             except Exception:  # the database may be restarting: log, wait, try again
                 log.exception("job worker loop failed; retrying")
                 claimed = 0
-            if claimed:
+            if claimed and self._more_due:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+            await self._gather()
+
+    async def _gather(self) -> None:
+        """Waits until `gather_seconds` have passed since the last claim (see WorkerOptions)."""
+        pause = self._last_claim + self.settings.gather_seconds - asyncio.get_running_loop().time()
+        if pause > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=pause)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop claiming; let running jobs finish within the grace, then cancel them (their
@@ -172,20 +208,40 @@ class Worker:
         return total
 
     async def claim_and_start(self) -> int:
+        """Claims and starts what the free slots allow; the number of jobs claimed."""
         free = self.settings.concurrency - len(self._running)
         if free <= 0:
             await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            self._more_due = True
             return 1
-        jobs = await self.claim(min(free, self.settings.batch_size))
-        for job in jobs:
-            task = asyncio.create_task(self._run(job))
+        runs = await self.claim(free)
+        for unit in self._units(runs):
+            work = self._run(unit[0]) if unit[0].kind not in self.batch_handlers else self._run_batch(unit)
+            task = asyncio.create_task(work)
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-        return len(jobs)
+        return len(runs)
+
+    def _units(self, runs: list[JobRun]) -> list[list[JobRun]]:
+        """The claimed jobs as units of work: one per job, one per batch kind."""
+        units: list[list[JobRun]] = []
+        batches: dict[str, list[JobRun]] = {}
+        for run in runs:
+            if run.kind not in self.batch_handlers:
+                units.append([run])
+            elif run.kind in batches:
+                batches[run.kind].append(run)
+            else:
+                batches[run.kind] = [run]
+                units.append(batches[run.kind])
+        return units
 
     # --- claiming -------------------------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[JobRun]:
+    async def claim(self, units: int) -> list[JobRun]:
+        """Due jobs for up to `units` units of work (a job, or a batch of up to `batch_size`
+        jobs of a batch kind), oldest first, leased to this worker."""
+        self._last_claim = asyncio.get_running_loop().time()
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         keys = list(self.routing_keys())
@@ -203,7 +259,7 @@ class Worker:
                 or_(routed, unrouted),
             )
             .order_by(Job.run_at, Job.id)
-            .limit(limit)
+            .limit(self.settings.batch_size)
         )
         if self.db.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
@@ -214,13 +270,35 @@ class Worker:
                 JobRun(row.id, row.kind, dict(row.payload), row.attempts + 1, row.max_attempts, self.db, self.worker_id)
                 for row in await session.execute(stmt)
             ]
-            leased = [run for run in runs if not run.is_over_its_attempts]
+            leased = self._pick(units, [run for run in runs if not run.is_over_its_attempts])
+            self._more_due = len(runs) == self.settings.batch_size or len(leased) < len(runs)
             if leased:
                 running = {"status": JobStatus.running, "locked_until": lease, "locked_by": self.worker_id}
                 await session.execute(_counting_an_attempt([run.id for run in leased]).values(running))
             if exhausted := [run.id for run in runs if run.is_over_its_attempts]:  # its workers kept dying mid-run
                 await session.execute(_counting_an_attempt(exhausted).values(_buried(now)))
         return leased
+
+    def _pick(self, units: int, candidates: list[JobRun]) -> list[JobRun]:
+        """The candidates that fit in `units`, in order. A batch kind's jobs join its batch
+        (one unit), unless a batch of that kind is running here: they wait for it to end
+        (it wakes the loop), so under load the jobs arriving meanwhile make the next batch
+        instead of a transaction each. The rows not picked stay pending, free for anyone."""
+        picked: list[JobRun] = []
+        batch_kinds: set[str] = set()
+        self._held_back = False
+        for run in candidates:
+            if run.kind in self._batching:
+                self._held_back = True
+                continue
+            if run.kind in batch_kinds:
+                picked.append(run)
+            elif units > 0:
+                units -= 1
+                picked.append(run)
+                if run.kind in self.batch_handlers:
+                    batch_kinds.add(run.kind)
+        return picked
 
     # --- running --------------------------------------------------------------------------
 
@@ -242,6 +320,31 @@ class Worker:
             else:
                 if not job.finished:
                     await self._finish(job, JobStatus.done)
+
+    async def _run_batch(self, runs: list[JobRun]) -> None:
+        kind = runs[0].kind
+        self._batching.add(kind)
+        try:
+            async with self._slots:
+                try:
+                    async with asyncio.timeout(self.settings.lease_seconds):
+                        await self.batch_handlers[kind](runs)
+                except Exception as exc:
+                    log.warning("a batch of %s %s jobs failed; running them one by one: %s", len(runs), kind, exc)
+                    failed = True
+                else:
+                    failed = False
+            if failed:
+                for run in runs:
+                    run.finished = False  # its transaction rolled back, finish_with's UPDATE too
+                    await self._run(run)
+            elif unfinished := [run for run in runs if not run.finished]:
+                async with self.db.transaction() as session:
+                    await finish_all_with(session, unfinished)
+        finally:
+            self._batching.discard(kind)
+            self._held_back = False
+            self.wake()  # the jobs of this kind that waited for the batch
 
     async def _finish(self, job: JobRun, status: JobStatus, *, error: str | None = None) -> None:
         async with self.db.transaction() as session:
@@ -273,7 +376,7 @@ class Worker:
             )
 
     def _mine(self, job: JobRun) -> Any:
-        return _leased(job.id, self.worker_id)
+        return _leased([job.id], self.worker_id)
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.settings.backoff_cap_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
@@ -314,12 +417,12 @@ def _buried(now: datetime) -> dict[str, Any]:
     return {"status": JobStatus.dead, "finished_at": now, "locked_until": None, "last_error": last_error}
 
 
-def _leased(job_id: int, worker_id: str) -> Any:
-    """An UPDATE of the job while its lease is `worker_id`'s: a worker that overran its lease
-    must not overwrite the outcome of the worker that took the job over."""
+def _leased(job_ids: list[int], worker_id: str) -> Any:
+    """An UPDATE of the jobs while their lease is `worker_id`'s: a worker that overran its
+    lease must not overwrite the outcome of the worker that took the job over."""
     return (
         update(Job)
-        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == JobStatus.running)
+        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.status == JobStatus.running)
         .execution_options(synchronize_session=False)
     )
 

@@ -1,16 +1,18 @@
-"""The built-in periodic jobs: auto-close resolved tickets, purge what has expired."""
+"""The built-in jobs: auto-close resolved tickets, purge what has expired, dispatch events."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from app.db.base import utcnow
-from app.jobs.handlers import AUTO_CLOSE, PURGE, build_handlers
+from app.jobs.handlers import AUTO_CLOSE, PURGE, build_handlers, event_dispatcher
 from app.jobs.queue import enqueue
 from app.jobs.worker import Worker, WorkerOptions
-from app.models import IdempotencyRecord, Job, JobStatus, RefreshToken, Ticket
+from app.models import IdempotencyRecord, Job, JobStatus, RefreshToken, Ticket, WebhookDelivery
+from app.services.ticket import DISPATCH_EVENT
 from tests.conftest import bearer
 
 TICKETS = "/api/v1/tickets"
@@ -75,3 +77,35 @@ async def test_purge_removes_expired_records_only(app, client, customer, admin_e
     assert keys == ["new"]
     assert tokens == 1  # the live successor stays
     assert purge_jobs == [JobStatus.done]
+
+
+async def test_the_event_dispatch_takes_a_batch_of_events_in_one_transaction(app, client, agent, admin, admin_engine):
+    """A job per timeline event; under load the worker takes them a batch at a time: a claim
+    and a dispatch transaction for ten events, each event still handed to the webhook."""
+    ctx = app.state.ctx
+    hook = {"url": "https://hooks.example.com/helpdesk", "event_types": ["ticket.created"]}
+    response = await client.post("/api/v1/webhooks", json=hook, headers=bearer(admin))
+    assert response.status_code == 201, response.text
+    for n in range(10):
+        await client.post(TICKETS, json={"title": f"工单 {n}", "body": "b"}, headers=bearer(agent))
+    handlers = build_handlers(ctx.settings, ctx.tickets, ctx.webhooks)
+    batches = {DISPATCH_EVENT: event_dispatcher(ctx.settings)}
+    worker = Worker(ctx.db, handlers, WorkerOptions(), batch_handlers=batches)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(ctx.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await worker.claim_and_start() == 10
+        await asyncio.gather(*worker._running)
+    finally:
+        event.remove(ctx.db.engine.sync_engine, "before_cursor_execute", record)
+    async with admin_engine.connect() as conn:
+        dispatched = (await conn.execute(select(Job.status).where(Job.kind == DISPATCH_EVENT))).scalars().all()
+        deliveries = (await conn.execute(select(func.count()).select_from(WebhookDelivery))).scalar()
+    assert dispatched == [JobStatus.done] * 10
+    assert deliveries == 10
+    writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE")]
+    assert len(writes) == 2 + 10 + 10  # the claim's lease and the batch's done; a delivery and its job per event

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from sqlalchemy import delete, event, select, update
 
 from app.db.base import utcnow
 from app.jobs.queue import enqueue
-from app.jobs.worker import JobRun, Periodic, PermanentJobError, Worker, WorkerOptions
+from app.jobs.worker import JobRun, Periodic, PermanentJobError, Worker, WorkerOptions, finish_all_with
 from app.models.job import Job, JobStatus
 from tests.conftest import PG_URL
 
@@ -183,15 +183,7 @@ async def test_unknown_kind_fails_permanently(db):
 async def test_expired_lease_of_a_crashed_worker_is_taken_over(db):
     async with db.transaction() as session:
         await enqueue(session, "test.record")
-    async with db.transaction() as session:  # a worker claimed it, then died
-        await session.execute(
-            update(Job).values(
-                status=JobStatus.running,
-                attempts=1,
-                locked_by="dead-worker",
-                locked_until=utcnow() - timedelta(seconds=1),
-            )
-        )
+    await _lease_every_job(db, "dead-worker", attempts=1, until=utcnow() - timedelta(seconds=1))  # then it died
     done: list[int] = []
 
     async def handler(run: JobRun) -> None:
@@ -206,15 +198,8 @@ async def test_a_job_whose_workers_kept_dying_is_buried_not_run(db):
     async with db.transaction() as session:
         await enqueue(session, "test.record", max_attempts=2)
         await enqueue(session, "test.record", {"n": 2})
-    async with db.transaction() as session:  # both claimed by a worker that died, the first on its last attempt
-        await session.execute(
-            update(Job).values(
-                status=JobStatus.running,
-                attempts=2,
-                locked_by="dead-worker",
-                locked_until=utcnow() - timedelta(seconds=1),
-            )
-        )
+    # Both claimed by a worker that died, the first on its last attempt.
+    await _lease_every_job(db, "dead-worker", attempts=2, until=utcnow() - timedelta(seconds=1))
     ran: list[dict] = []
 
     async def handler(run: JobRun) -> None:
@@ -231,16 +216,132 @@ async def test_a_job_whose_workers_kept_dying_is_buried_not_run(db):
 async def test_live_lease_is_not_taken_over(db):
     async with db.transaction() as session:
         await enqueue(session, "test.record")
+    await _lease_every_job(db, "busy-worker", attempts=1, until=utcnow() + timedelta(minutes=5))
+    assert await Worker(db, {"test.record": _noop}, FAST).run_until_idle() == 0
+
+
+async def _lease_every_job(db, worker_id: str, *, attempts: int, until: datetime) -> None:
+    """As if `worker_id` had claimed every job, on its `attempts`-th attempt, until `until`."""
     async with db.transaction() as session:
         await session.execute(
-            update(Job).values(
-                status=JobStatus.running,
-                attempts=1,
-                locked_by="busy-worker",
-                locked_until=utcnow() + timedelta(minutes=5),
-            )
+            update(Job).values(status=JobStatus.running, attempts=attempts, locked_by=worker_id, locked_until=until)
         )
-    assert await Worker(db, {"test.record": _noop}, FAST).run_until_idle() == 0
+
+
+async def _enqueue_batch(db, numbers: range) -> None:
+    async with db.transaction() as session:
+        for n in numbers:
+            await enqueue(session, "test.batch", {"n": n})
+
+
+async def test_a_batch_kind_runs_its_due_jobs_in_one_call(db):
+    calls: list[list[int]] = []
+
+    async def batch(runs: list[JobRun]) -> None:
+        calls.append([run.payload["n"] for run in runs])
+        async with db.transaction() as session:
+            await finish_all_with(session, runs)
+
+    await _enqueue_batch(db, range(5))
+    worker = Worker(db, {"test.batch": _noop}, FAST, batch_handlers={"test.batch": batch})
+    assert await worker.run_until_idle() == 5
+    assert calls == [[0, 1, 2, 3, 4]]
+    assert [(job.status, job.attempts) for job in await jobs(db)] == [(JobStatus.done, 1)] * 5
+
+
+async def test_a_failed_batch_runs_its_jobs_one_by_one_each_with_its_own_outcome(db):
+    """The batch's transaction rolls back, its finish included; alone, the poison job fails
+    and the others are done."""
+    alone: list[int] = []
+
+    async def batch(runs: list[JobRun]) -> None:
+        async with db.transaction() as session:
+            await finish_all_with(session, runs)
+            raise RuntimeError("one of them is poison")
+
+    async def one(run: JobRun) -> None:
+        alone.append(run.payload["n"])
+        if run.payload["n"] == 2:
+            raise PermanentJobError("poison")
+
+    await _enqueue_batch(db, range(4))
+    await Worker(db, {"test.batch": one}, FAST, batch_handlers={"test.batch": batch}).run_until_idle()
+    assert sorted(alone) == [0, 1, 2, 3]
+    statuses = [job.status for job in await jobs(db)]
+    assert statuses == [JobStatus.done, JobStatus.done, JobStatus.failed, JobStatus.done]
+
+
+async def test_jobs_that_arrive_during_a_batch_make_the_next_batch(db):
+    """...and their commits do not wake the worker for claims that would leave them again:
+    one claim sees them waiting, the batch's end wakes the next."""
+    calls: list[list[int]] = []
+    release = asyncio.Event()
+    claims: list[str] = []
+
+    async def batch(runs: list[JobRun]) -> None:
+        calls.append([run.payload["n"] for run in runs])
+        await release.wait()
+
+    def record(conn, cursor, statement, *args) -> None:
+        if "ORDER BY jobs.run_at" in statement:
+            claims.append(statement)
+
+    options = WorkerOptions(poll_seconds=3600)
+    worker = Worker(db, {"test.batch": _noop}, options, batch_handlers={"test.batch": batch})
+    await _enqueue_batch(db, range(3))  # before the loop starts: its first claim sees all three
+    db.commit_hooks.append(worker.wake)  # as build_worker does
+    loop = asyncio.create_task(worker.run_forever())
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await until(lambda: _true(len(calls) == 1), seconds=10)
+        claims.clear()
+        for n in range(3, 7):  # one commit each: four wakes
+            await _enqueue_batch(db, range(n, n + 1))
+            await asyncio.sleep(0.05)
+        claims_during_the_batch = len(claims)
+        release.set()
+        await until(lambda: _true(len(calls) == 2), seconds=10)
+        await until(lambda: _all_done(db, 7), seconds=10)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        db.commit_hooks.remove(worker.wake)
+        await worker.stop()
+        loop.cancel()
+    assert calls == [[0, 1, 2], [3, 4, 5, 6]]
+    assert claims_during_the_batch == 1
+
+
+async def test_commits_soon_after_a_claim_gather_into_one_claim(db):
+    """A stream of commits (a create each) right after a claim: the worker waits out
+    `gather_seconds` since that claim, then takes what arrived in one claim, one batch."""
+    calls: list[list[int]] = []
+
+    async def batch(runs: list[JobRun]) -> None:
+        calls.append([run.payload["n"] for run in runs])
+
+    options = WorkerOptions(poll_seconds=3600, gather_seconds=2.0)
+    worker = Worker(db, {"test.batch": _noop}, options, batch_handlers={"test.batch": batch})
+    db.commit_hooks.append(worker.wake)
+    loop = asyncio.create_task(worker.run_forever())
+    try:
+        await _enqueue_batch(db, range(1))
+        await until(lambda: _true(len(calls) == 1), seconds=10)  # idle: at once
+        for n in range(1, 5):
+            await _enqueue_batch(db, range(n, n + 1))
+        await until(lambda: _all_done(db, 5), seconds=10)
+    finally:
+        db.commit_hooks.remove(worker.wake)
+        await worker.stop()
+        loop.cancel()
+    assert calls == [[0], [1, 2, 3, 4]]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _all_done(db, count: int) -> bool:
+    return [job.status for job in await jobs(db)] == [JobStatus.done] * count
 
 
 async def _status_is(db, status: JobStatus) -> bool:
