@@ -8,7 +8,9 @@ served by uvicorn in a process of its own, on 127.0.0.1; the load comes from thi
 the other core: `--connections` keep-alive HTTP/1.1 connections, each sending its next request
 as soon as the previous answer is read (bench/_load.py). Each target gets `--seconds` of load
 per round, in turn, `--rounds` times; the median round is printed (load from elsewhere weighs
-on neighbouring targets alike).
+on neighbouring targets alike). A ratio to the limit is the median of the rounds' ratios, each
+endpoint against its limit measured just before it: on a shared machine the speed of both
+drifts by a third between runs minutes apart, less within seconds.
 
 References, mounted on the same app (`reference_routes`), so middleware, uvicorn and the client
 are the same for every target:
@@ -250,7 +252,9 @@ async def tokens_and_tickets(base_url: str, tickets: int) -> tuple[dict[str, str
     return tokens, sorted(ids)[len(ids) // 2]
 
 
-def measure(base_url: str, plan: list[Target], tokens: dict[str, str], args: argparse.Namespace) -> dict[str, Result]:
+def measure(
+    base_url: str, plan: list[Target], tokens: dict[str, str], args: argparse.Namespace
+) -> dict[str, list[Result]]:
     rounds: dict[str, list[Result]] = {target.name: [] for target in plan}
     for _ in range(args.rounds):
         for target in plan:
@@ -267,23 +271,34 @@ def measure(base_url: str, plan: list[Target], tokens: dict[str, str], args: arg
             )
             rounds[target.name].append(result)
             print(f"  {target.name}: {result.rate:.0f}/s", file=sys.stderr)
-    return {name: statistics.median_low(results) for name, results in rounds.items()}
+    return rounds
 
 
-def report(db: str, results: dict[str, Result]) -> None:
+def limit_of(name: str) -> str | None:
+    """The reference an endpoint is compared with (search: the list's)."""
+    if name.startswith("limit") or name == "bare":
+        return None
+    return f"limit {'list' if name == 'search' else name}"
+
+
+def ratio_to_limit(rounds: dict[str, list[Result]], name: str) -> float:
+    limit = rounds[limit_of(name) or name]
+    return statistics.median(result.rate / base.rate for result, base in zip(rounds[name], limit, strict=True))
+
+
+def report(db: str, rounds: dict[str, list[Result]]) -> None:
+    results = {name: statistics.median_low(each) for name, each in rounds.items()}
     bare = results["bare"].rate
-    print(f"\n{db}: requests/s (median of rounds), p50 / p99 latency ms, errors")
+    print(f"\n{db}: requests/s (median of rounds), × limit (median of the rounds' ratios), p50 / p99 ms, errors")
     print(f"{'target':<14} {'req/s':>8} {'× bare':>7} {'× limit':>8} {'p50':>7} {'p99':>7} {'non-2xx':>8}")
     for name, result in results.items():
-        kind = name.removeprefix("limit ")
-        limit = results.get(f"limit {'list' if kind == 'search' else kind}")
-        versus = f"{result.rate / limit.rate:8.2f}" if limit and not name.startswith("limit") else f"{'':>8}"
+        versus = f"{ratio_to_limit(rounds, name):8.2f}" if limit_of(name) else f"{'':>8}"
         print(
             f"{name:<14} {result.rate:8.0f} {result.rate / bare:7.2f} {versus} "
             f"{result.p50_ms:7.1f} {result.p99_ms:7.1f} {result.failures:8d}"
         )
     for kind, target in TARGETS.items():
-        ratio = results[kind].rate / results[f"limit {kind}"].rate
+        ratio = ratio_to_limit(rounds, kind)
         print(f"  {kind}: {ratio:.2f} of the limit (target >= {target:.2f}): {'met' if ratio >= target else 'NOT met'}")
 
 
@@ -298,8 +313,8 @@ def run_database(db: str, args: argparse.Namespace) -> None:
         asyncio.run(seed_users(env))
         with running_server(env) as base_url:
             tokens, ticket_id = asyncio.run(tokens_and_tickets(base_url, args.tickets))
-            results = measure(base_url, targets(ticket_id), tokens, args)
-        report(db, results)
+            rounds = measure(base_url, targets(ticket_id), tokens, args)
+        report(db, rounds)
 
 
 def recreate_database(url: str) -> None:
@@ -316,7 +331,7 @@ def main() -> None:
     parser.add_argument("--db", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="a database of its own: dropped and created")
     parser.add_argument("--seconds", type=float, default=3.0, help="load per target per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--tickets", type=int, default=1000, help="tickets created before measuring")
     args = parser.parse_args()
