@@ -45,8 +45,9 @@ FINISHED_JOBS_KEPT = timedelta(days=7)
 REVOKED_SESSIONS_KEPT = timedelta(days=30)
 
 
-# Called with every timeline event inside the dispatch job's transaction (the QQ helpdesk's
-# notifications); whatever it queues commits with the dispatch.
+# Called with every timeline event inside the dispatch's transaction (the QQ helpdesk's
+# notifications); whatever it queues commits with the dispatch. A batch of events shares one
+# transaction: a listener that raises sends each of them through again alone.
 EventListener = Callable[[AsyncSession, TicketEvent], Awaitable[None]]
 
 
