@@ -112,10 +112,11 @@ def build_handlers(
                 )
             )
 
-    async def dispatch_event(run: JobRun) -> None:
-        await dispatch_events([run])
-
     dispatch_events = event_dispatcher(settings, listeners)
+
+    async def dispatch_event(run: JobRun) -> None:
+        """One event alone: a worker without batches, or a failed batch's jobs one by one."""
+        await dispatch_events([run])
 
     async def deliver_webhook(run: JobRun) -> None:
         async with run.db.transaction(write=False) as session:
