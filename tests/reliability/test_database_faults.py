@@ -311,7 +311,8 @@ async def every_endpoint_works(client: httpx.AsyncClient, customer: dict[str, An
 
 async def test_a_cut_while_the_pool_is_idle_is_invisible_to_clients(app, client, proxy):
     """Connections reset while they wait in the pool (a database restart at night, a NAT that
-    forgot them) are replaced when next checked out (`pool_pre_ping`): no request fails."""
+    forgot them) are replaced when next checked out (the pool tries each one first:
+    app/db/session.py): no request fails."""
     await create_user(app, "customer1")
     tokens = await login(client, "customer1")
     traffic = Traffic(client, tokens)
