@@ -30,7 +30,6 @@ from app.core.errors import (
 from app.crud import crud_search, crud_ticket
 from app.db.base import utcnow
 from app.db.session import PUBLISH_AFTER_COMMIT
-from app.jobs.queue import enqueue
 from app.models.category import Category
 from app.models.team import Team
 from app.models.ticket import Channel, Message, Priority, Rating, Ticket, TicketEvent, TicketStatus
@@ -552,8 +551,7 @@ class TicketService:
             data=data or {},
             created_at=utcnow(),
         )
-        event.id = await crud_ticket.add_event(session, event)
-        await enqueue(session, DISPATCH_EVENT, {"event_id": event.id}, idempotency_key=f"event:{event.id}")
+        event.id = await crud_ticket.add_event(session, event, dispatch=DISPATCH_EVENT)
         session.info.setdefault(PUBLISH_AFTER_COMMIT, []).append(Frame.of(event, requester_id=ticket.requester_id))
 
     async def _auto_assign(self, session: AsyncSession, ticket: Ticket) -> None:
