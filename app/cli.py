@@ -86,7 +86,7 @@ async def _run_worker(*, once: bool) -> None:
     from app.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
     from app.db import migrate as migrations
     from app.db.session import Database
-    from app.jobs.wake import AUTH_CHANNEL, RedisSignal
+    from app.jobs.wake import AUTH_CHANNEL, SLA_CHANNEL, RedisSignal, clear_everywhere
     from app.llm.client import LlmClient
     from app.llm.usage import database_sink
     from app.main import build_job_worker
@@ -96,7 +96,7 @@ async def _run_worker(*, once: bool) -> None:
     from app.services.knowledge_base import KnowledgeBase
     from app.services.qq_identity import QQIdentityService
     from app.services.search import build_search_index
-    from app.services.sla import SlaService
+    from app.services.sla import POLICY_MODELS, SlaService
     from app.services.storage import build_storage
     from app.services.ticket import TicketService
     from app.services.webhook import WebhookService
@@ -143,15 +143,19 @@ async def _run_worker(*, once: bool) -> None:
         handles_unrouted=True,
     )
     signal_ = RedisSignal(redis) if redis is not None else None
-    listener = None
+    # This worker creates tickets too (QQ): its SLA policies hear the API processes' changes.
+    sla_signal = clear_everywhere(db, POLICY_MODELS, sla.policies, redis, channel=SLA_CHANNEL, what="SLA change")
+    listeners: list[asyncio.Task[None]] = []
     try:
         if once:
             count = await worker.run_until_idle()
             typer.echo(f"ran {count} job(s)")
             return
+        if sla_signal is not None:
+            listeners.append(asyncio.create_task(sla_signal.listen(sla.policies.forget)))
         if signal_ is not None:  # enqueues in the API processes wake this worker at once
             db.commit_hooks.append(signal_.notify)
-            listener = asyncio.create_task(signal_.listen(worker.wake))
+            listeners.append(asyncio.create_task(signal_.listen(worker.wake)))
             # Jobs change users too (a QQ binding moved): the API processes' caches must hear it.
             auth_signal = RedisSignal(signal_.redis, channel=AUTH_CHANNEL, what="auth change")
             db.on_commit_changing(AUTH_MODELS, auth_signal.notify)
@@ -161,9 +165,9 @@ async def _run_worker(*, once: bool) -> None:
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
         await task
     finally:
-        if listener is not None:
+        for listener in listeners:
             listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+        await asyncio.gather(*listeners, return_exceptions=True)
         if redis is not None:
             await redis.aclose()
         await llm.aclose()

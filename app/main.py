@@ -30,7 +30,7 @@ from app.core.security import PasswordHasher, TokenSigner
 from app.db import migrate
 from app.db.session import Database
 from app.jobs.handlers import build_worker
-from app.jobs.wake import AUTH_CHANNEL, RedisSignal
+from app.jobs.wake import AUTH_CHANNEL, SLA_CHANNEL, RedisSignal, clear_everywhere
 from app.jobs.worker import Worker
 from app.llm.client import LlmClient
 from app.llm.jobs import wire_ai
@@ -45,7 +45,7 @@ from app.services.auth import AUTH_MODELS, AuthService
 from app.services.knowledge_base import KnowledgeBase
 from app.services.qq_identity import QQIdentityService
 from app.services.search import build_search_index
-from app.services.sla import SlaService
+from app.services.sla import POLICY_MODELS, SlaService
 from app.services.storage import build_storage
 from app.services.ticket import TicketService
 from app.services.user import UserService
@@ -197,11 +197,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.commit_hooks.append(job_signal.notify)  # wakes workers in other processes too
     # A commit that changed users or login sessions clears the authentication cache, here and
     # (through Redis) in every other process.
-    db.on_commit_changing(AUTH_MODELS, auth.principals.clear)
-    auth_signal = RedisSignal(redis, channel=AUTH_CHANNEL, what="auth change") if redis is not None else None
-    if auth_signal is not None:
-        auth.principals.on_clear.append(auth_signal.notify)
+    auth_signal = clear_everywhere(db, AUTH_MODELS, auth.principals, redis, channel=AUTH_CHANNEL, what="auth change")
     app.state.auth_signal = auth_signal
+    # Likewise the SLA policies each process keeps (app/services/sla.py PolicyCache).
+    sla_signal = clear_everywhere(db, POLICY_MODELS, sla.policies, redis, channel=SLA_CHANNEL, what="SLA change")
+    app.state.sla_signal = sla_signal
     app.state.ctx = ctx
     background: list[asyncio.Task[None]] = []
     worker = None
@@ -235,6 +235,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(asyncio.create_task(job_signal.listen(worker.wake), name="job-wake"))
         if auth_signal is not None:
             background.append(asyncio.create_task(auth_signal.listen(auth.principals.forget), name="auth-changes"))
+        if sla_signal is not None:
+            background.append(asyncio.create_task(sla_signal.listen(sla.policies.forget), name="sla-changes"))
         yield
     finally:
         if worker is not None:
@@ -250,7 +252,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        for signal in (job_signal, auth_signal):
+        for signal in (job_signal, auth_signal, sla_signal):
             if signal is not None:
                 await signal.aclose()
         if bridge is not None and bridge_task is not None:

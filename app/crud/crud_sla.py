@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, or_, select, update
+from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -106,34 +106,32 @@ async def _flush(session: AsyncSession) -> None:
         raise SlaPolicyExists from None
 
 
-async def policy_for(session: AsyncSession, priority: Priority, category_id: int | None) -> SlaPolicy | None:
-    """The most specific policy: the ticket's category, then its parent category, then the
-    priority alone. One query, built once (a new ticket runs it)."""
-    if category_id is None:
-        result = await session.execute(_POLICY_WITHOUT_CATEGORY, {"priority": priority})
-    else:
-        result = await session.execute(_POLICY_FOR_CATEGORY, {"priority": priority, "category_id": category_id})
-    return result.scalars().first()
+PolicyRow = Row[int, Priority, int | None, int | None, int | None]  # id, priority, category, targets
 
 
-def _build_policy_for_category() -> Select[Any]:
-    category_id: Any = bindparam("category_id")
-    parent = select(Category.parent_id).where(Category.id == category_id).scalar_subquery()
-    return (
-        select(SlaPolicy)
-        .where(
-            SlaPolicy.priority == bindparam("priority"),
-            or_(SlaPolicy.category_id.is_(None), SlaPolicy.category_id == category_id, SlaPolicy.category_id == parent),
-        )
-        .order_by(case((SlaPolicy.category_id == category_id, 0), (SlaPolicy.category_id.is_(None), 2), else_=1))
-        .limit(1)
+async def policy_table(session: AsyncSession) -> tuple[list[PolicyRow], dict[int, int]]:
+    """Every policy's scope and targets, and every subcategory's parent: all that choosing a
+    ticket's policy reads (app/services/sla.py PolicyCache keeps it). Small tables: a policy
+    per priority and category."""
+    policies = select(
+        SlaPolicy.id,
+        SlaPolicy.priority,
+        SlaPolicy.category_id,
+        SlaPolicy.first_response_minutes,
+        SlaPolicy.resolution_minutes,
     )
+    parents = select(Category.id, Category.parent_id).where(Category.parent_id.is_not(None))
+    rows = list((await session.execute(policies)).all())
+    found = (await session.execute(parents)).all()
+    return rows, {child: parent for child, parent in found if parent is not None}
 
 
-_POLICY_WITHOUT_CATEGORY = (
-    select(SlaPolicy).where(SlaPolicy.priority == bindparam("priority"), SlaPolicy.category_id.is_(None)).limit(1)
-)
-_POLICY_FOR_CATEGORY = _build_policy_for_category()
+def existing_policy_id(policy_id: int) -> Any:
+    """`policy_id` if that policy still exists when the INSERT or UPDATE writing it runs, else
+    NULL: a process's cached policies (PolicyCache) may name one that another process deleted a
+    moment ago, and the foreign key would otherwise fail the whole ticket change. The ORM
+    writes the expression into its statement; the attribute is expired after the flush."""
+    return select(SlaPolicy.id).where(SlaPolicy.id == policy_id).scalar_subquery()
 
 
 # --- the saved calendar -------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Signals between processes over Redis: a commit publishes on a channel, every process listens.
 
 Job workers are woken so (a commit that enqueued: without Redis, other processes find new jobs at
-their next poll), and authentication caches are cleared so (a commit that changed users or login
-sessions: without Redis, other processes trust their cache until it expires)."""
+their next poll), and caches are cleared so (`clear_everywhere`: a commit that changed users or
+login sessions, SLA policies or categories; without Redis, other processes trust their cache
+until it expires)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,38 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+
+from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "helpdesk:jobs"
 AUTH_CHANNEL = "helpdesk:auth-changed"
+SLA_CHANNEL = "helpdesk:sla-changed"
+
+
+class ClearableCache(Protocol):
+    on_clear: list[Callable[[], None]]
+
+    def clear(self) -> None: ...  # here and, through on_clear, elsewhere
+
+    def forget(self) -> None: ...  # here only
+
+
+def clear_everywhere(
+    db: Database, models: tuple[type, ...], cache: ClearableCache, redis: Redis | None, *, channel: str, what: str
+) -> RedisSignal | None:
+    """Clears `cache` after every commit that wrote rows of `models` in this process and, with
+    Redis, in every other: returns the signal whose `listen(cache.forget)` the caller runs."""
+    db.on_commit_changing(models, cache.clear)
+    if redis is None:
+        return None
+    signal = RedisSignal(redis, channel=channel, what=what)
+    cache.on_clear.append(signal.notify)
+    return signal
 
 
 class RedisSignal:

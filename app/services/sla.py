@@ -16,13 +16,18 @@ check that raises `sla.warning` / `sla.breached` once per ticket and target.
 - The calendar: the copy an admin saved (`business_calendars`) wins over the settings file,
   which wins over the built-in default. Each process caches the parsed calendar by the row's
   revision and reads that one integer when it needs the calendar.
+- The policies: each process keeps them (`PolicyCache`), so a new ticket's policy costs no
+  query; a commit that writes policies or categories clears the cache here and, through Redis,
+  in the other processes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,8 +39,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.config import SlaSettings
 from app.crud import crud_sla
+from app.models.category import Category
 from app.models.sla import SlaPolicy, TicketSla
-from app.models.ticket import Ticket, TicketStatus
+from app.models.ticket import Priority, Ticket, TicketStatus
 from app.schemas.sla import BusinessCalendarDocument
 from app.services.business_calendar import DEFAULT_RULES, BusinessCalendar, CalendarRules
 
@@ -52,6 +58,10 @@ FIRST_RESPONSE = "first_response"
 RESOLUTION = "resolution"
 
 CalendarSource = Literal["database", "file", "default"]
+# What choosing a ticket's policy reads: a commit writing any of these clears PolicyCache.
+POLICY_MODELS: tuple[type, ...] = (SlaPolicy, Category)
+# Without Redis, how long another process may keep choosing by policies changed meanwhile.
+POLICY_CACHE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,74 @@ def read_calendar_file(path: Path) -> CalendarRules:
         return BusinessCalendarDocument.model_validate(data).rules()
     except (OSError, ValueError) as exc:  # pydantic's ValidationError and TOML/JSON errors are ValueErrors
         raise ValueError(f"HELPDESK_SLA__CALENDAR_FILE {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class PolicyTargets:
+    """What due dates need of a policy (the cache keeps these, never ORM objects)."""
+
+    id: int
+    first_response_minutes: int | None
+    resolution_minutes: int | None
+
+
+@dataclass(frozen=True)
+class PolicyTable:
+    policies: dict[tuple[Priority, int | None], PolicyTargets]
+    parents: dict[int, int]  # subcategory id -> its parent's id
+
+    def choose(self, priority: Priority, category_id: int | None) -> PolicyTargets | None:
+        """The most specific policy: the ticket's category, then its parent category, then the
+        priority alone."""
+        if category_id is not None:
+            for scope in (category_id, self.parents.get(category_id)):
+                policy = self.policies.get((priority, scope)) if scope is not None else None
+                if policy is not None:
+                    return policy
+        return self.policies.get((priority, None))
+
+
+class PolicyCache:
+    """The policies and the categories' parents, read in two queries when needed and kept.
+
+    `clear()` runs after every commit that wrote policies or categories in this process, and in
+    every process when Redis fans it out (`on_clear`); `ttl_seconds` bounds what a process
+    without Redis can miss."""
+
+    def __init__(self, ttl_seconds: float = POLICY_CACHE_SECONDS, *, clock: Callable[[], float] = time.monotonic):
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self.on_clear: list[Callable[[], None]] = []  # e.g. tell the other processes
+        # Counts the clears: a table read before one must not be kept after it.
+        self.generation = 0
+        self._table: PolicyTable | None = None
+        self._expires_at = 0.0
+
+    async def table(self, session: AsyncSession) -> PolicyTable:
+        table = self._table
+        if table is not None and self.clock() < self._expires_at:
+            return table
+        generation = self.generation
+        rows, parents = await crud_sla.policy_table(session)
+        policies = {
+            (row.priority, row.category_id): PolicyTargets(row.id, row.first_response_minutes, row.resolution_minutes)
+            for row in rows
+        }
+        table = PolicyTable(policies, parents)
+        if generation == self.generation:
+            self._table, self._expires_at = table, self.clock() + self.ttl_seconds
+        return table
+
+    def clear(self) -> None:
+        """Forget the table, here and (through `on_clear`) in the other processes."""
+        self.forget()
+        for notify in self.on_clear:
+            notify()
+
+    def forget(self) -> None:
+        """Forget the table here (what another process's `clear` arrives as)."""
+        self._table = None
+        self.generation += 1
 
 
 @dataclass(frozen=True)
@@ -109,6 +187,7 @@ class SlaService:
         self.timezone = timezone
         self._file_rules: CalendarRules | None = None
         self._cached: CalendarState | None = None
+        self.policies = PolicyCache()
 
     def load_file(self) -> None:
         """Reads HELPDESK_SLA__CALENDAR_FILE at start-up: a broken file stops the start."""
@@ -163,7 +242,7 @@ class SlaService:
         basis = f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{responded is not None}"
         if state is not None and state.basis == basis:
             return
-        policy = await crud_sla.policy_for(session, ticket.priority, ticket.category_id)
+        policy = (await self.policies.table(session)).choose(ticket.priority, ticket.category_id)
         if state is None:
             if new and policy is None:
                 # Nothing to keep: no due date, a clock that has not stopped. The row is made at
@@ -174,7 +253,7 @@ class SlaService:
             session.add(state)
         state.basis = basis
         running = ticket.status in RUNNING
-        state.policy_id = policy.id if policy is not None else None
+        state.policy_id = crud_sla.existing_policy_id(policy.id) if policy is not None else None
         if policy is None and state.paused_at is None:
             # No target to place and no pause to measure: no business time, so no calendar.
             self._stop_or_start_clock(state, None, responded, running, now)
@@ -203,7 +282,7 @@ class SlaService:
             state.paused_at = now
 
     def _first_response(
-        self, ticket: Ticket, state: TicketSla, policy: SlaPolicy | None, calendar: BusinessCalendar, running: bool
+        self, ticket: Ticket, state: TicketSla, policy: PolicyTargets | None, calendar: BusinessCalendar, running: bool
     ) -> None:
         minutes = policy.first_response_minutes if policy is not None else None
         due: datetime | None = None
@@ -226,7 +305,7 @@ class SlaService:
         )
 
     def _resolution(
-        self, ticket: Ticket, state: TicketSla, policy: SlaPolicy | None, calendar: BusinessCalendar, running: bool
+        self, ticket: Ticket, state: TicketSla, policy: PolicyTargets | None, calendar: BusinessCalendar, running: bool
     ) -> None:
         minutes = policy.resolution_minutes if policy is not None else None
         due: datetime | None = None

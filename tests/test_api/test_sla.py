@@ -4,18 +4,22 @@ leaves `version` alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, event, select, update
 
 from app.core.config import SlaSettings
-from app.models import TicketSla
-from app.services.sla import SlaService
-from tests.conftest import bearer
+from app.main import create_app
+from app.models import SlaPolicy, TicketSla
+from app.models.ticket import Priority
+from app.services.sla import PolicyTable, PolicyTargets, SlaService
+from tests.conftest import REDIS_URL, bearer, make_client
+from tests.test_api.test_auth_cache import Queries
 
 POLICIES = "/api/v1/sla-policies"
 CALENDAR = "/api/v1/business-calendar"
@@ -279,6 +283,112 @@ async def test_most_specific_policy_wins(client, admin, agent):
     assert minutes(await new_ticket(client, agent, category_id=other["id"])) == 60
     assert minutes(await new_ticket(client, agent)) == 60
     assert (await new_ticket(client, agent, priority="high"))["first_response_due_at"] is None
+
+
+async def test_policy_and_category_changes_apply_to_the_next_ticket(app, client, admin, agent):
+    """Each process keeps the policies (app/services/sla.py PolicyCache): a commit that changes
+    a policy, or the category tree policies are chosen by, clears it at once."""
+    await always_open(client, admin)
+    network = (await client.post(CATEGORIES, json={"name": "网络"}, headers=bearer(admin))).json()
+    printing = (await client.post(CATEGORIES, json={"name": "打印"}, headers=bearer(admin))).json()
+    body = {"name": "宿舍网络", "parent_id": network["id"]}
+    dorm = (await client.post(CATEGORIES, json=body, headers=bearer(admin))).json()
+    policy = await new_policy(client, admin, first_response_minutes=60)
+    await new_policy(client, admin, category_id=printing["id"], first_response_minutes=15)
+
+    def minutes(ticket):
+        return (at(ticket["first_response_due_at"]) - at(ticket["created_at"])) / timedelta(minutes=1)
+
+    assert minutes(await new_ticket(client, agent, category_id=dorm["id"])) == 60
+    response = await client.patch(
+        f"{POLICIES}/{policy['id']}", json={"first_response_minutes": 20}, headers=bearer(admin)
+    )
+    assert response.status_code == 200, response.text
+    assert minutes(await new_ticket(client, agent, category_id=dorm["id"])) == 20
+    moved = await client.patch(f"{CATEGORIES}/{dorm['id']}", json={"parent_id": printing["id"]}, headers=bearer(admin))
+    assert moved.status_code == 200, moved.text
+    assert minutes(await new_ticket(client, agent, category_id=dorm["id"])) == 15
+    assert (await client.delete(f"{POLICIES}/{policy['id']}", headers=bearer(admin))).status_code == 204
+    assert (await new_ticket(client, agent))["first_response_due_at"] is None
+    # Nothing changed since: the policies are not read again.
+    with Queries(app) as queries:
+        await new_ticket(client, agent)
+    assert not [q for q in queries if "sla_policies" in q or "FROM categories" in q], queries
+
+
+async def test_a_policy_table_read_while_a_change_commits_is_not_kept(app):
+    policies = app.state.ctx.sla.policies
+    engine = app.state.ctx.db.engine.sync_engine
+
+    def a_change_commits(*_args: Any) -> None:
+        policies.clear()
+
+    async with app.state.ctx.db.transaction() as session:
+        event.listen(engine, "before_cursor_execute", a_change_commits, once=True)
+        await policies.table(session)
+        with Queries(app) as queries:
+            await policies.table(session)
+        assert any("sla_policies" in q for q in queries), queries  # read again
+        with Queries(app) as queries:
+            await policies.table(session)
+        assert queries == []  # kept
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="HELPDESK_TEST_REDIS_URL is not set (CI sets it)")
+async def test_a_policy_change_in_one_process_reaches_the_others_through_redis(app, settings, admin, agent):
+    """Two apps on one database and one Redis: what a second API process would be."""
+    settings.redis_url = REDIS_URL
+    first, second = create_app(settings), create_app(settings)
+    async with (
+        first.router.lifespan_context(first),
+        second.router.lifespan_context(second),
+        make_client(first) as one,
+        make_client(second) as two,
+    ):
+        second.state.ctx.sla.policies.ttl_seconds = 300  # longer than the wait: only Redis can clear it
+        await always_open(one, admin)
+        policy = await new_policy(one, admin, first_response_minutes=60)
+        assert (await new_ticket(two, agent))["first_response_due_at"] is not None  # `second` keeps it
+        async with asyncio.timeout(10):
+            await second.state.sla_signal.subscribed.wait()
+        assert (await one.delete(f"{POLICIES}/{policy['id']}", headers=bearer(admin))).status_code == 204
+        async with asyncio.timeout(10):
+            # The message crosses Redis: poll what a client of the other process would see.
+            while (await new_ticket(two, agent))["first_response_due_at"] is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+
+async def test_a_policy_deleted_elsewhere_a_moment_ago_does_not_fail_a_ticket(app, client, admin, agent):
+    """Another process deleted the policy; this one has not heard yet (its cache still names
+    it): the ticket is created all the same, its SLA row naming no policy."""
+    await always_open(client, admin)
+    policy = await new_policy(client, admin)
+    await new_ticket(client, agent)  # this process keeps the policy
+    async with app.state.ctx.db.engine.begin() as conn:  # not through the app: no cache cleared
+        await conn.execute(delete(SlaPolicy).where(SlaPolicy.id == policy["id"]))
+    ticket = await new_ticket(client, agent)
+    assert ticket["first_response_due_at"] is not None  # by the policy as it was a moment ago
+    async with app.state.ctx.db.transaction() as session:
+        row = await session.get(TicketSla, ticket["id"])
+        assert row is not None
+        assert row.policy_id is None
+
+
+def test_the_policy_table_chooses_category_then_parent_then_priority():
+    targets = {name: PolicyTargets(i, i, None) for i, name in enumerate(["any", "network", "dorm"])}
+    table = PolicyTable(
+        {
+            (Priority.normal, None): targets["any"],
+            (Priority.normal, 1): targets["network"],
+            (Priority.normal, 2): targets["dorm"],
+        },
+        parents={2: 1, 3: 1, 5: 4},
+    )
+    assert table.choose(Priority.normal, 2) == targets["dorm"]
+    assert table.choose(Priority.normal, 3) == targets["network"]  # through its parent
+    assert table.choose(Priority.normal, 5) == targets["any"]  # a parent without a policy
+    assert table.choose(Priority.normal, None) == targets["any"]
+    assert table.choose(Priority.high, 2) is None
 
 
 async def test_priority_change_recomputes_from_created_at(client, admin, agent):
