@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     Select,
     String,
@@ -27,6 +28,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import joinedload, selectinload
@@ -459,6 +462,26 @@ def _build_next_sequence(insert: Any) -> Any:
 
 
 _next_sequence = PerDialect(_build_next_sequence)
+
+
+async def take_number(session: AsyncSession, ticket_id: int, day: str, *, prefix: str, width: int, suffix: str) -> str:
+    """PostgreSQL: that day's next number, written into the ticket by the statement that takes
+    it (`WITH counter AS (INSERT ... ON CONFLICT DO UPDATE ... RETURNING last) UPDATE tickets
+    SET number = prefix || last zero-padded to width || suffix`); returns the number."""
+    values = {"day": day, "ticket_id": ticket_id, "prefix": prefix, "width": width, "suffix": suffix}
+    return str((await session.execute(_TAKE_NUMBER, values)).scalar_one())
+
+
+def _build_take_number() -> Any:
+    counter = _build_next_sequence(pg_insert).cte("counter")
+    seq = sql_cast(select(counter.c.last).scalar_subquery(), String)  # its one row; no FROM to join
+    padded = func.lpad(seq, func.greatest(bindparam("width", type_=Integer), func.length(seq)), "0")
+    number = bindparam("prefix", type_=String) + padded + bindparam("suffix", type_=String)
+    stmt = update(cast(Table, _tickets)).where(_tickets.c.id == bindparam("ticket_id"))
+    return stmt.values(number=number).returning(_tickets.c.number).add_cte(counter)
+
+
+_TAKE_NUMBER = _build_take_number()
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:

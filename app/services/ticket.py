@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.config import TicketSettings
 from app.core.errors import (
@@ -37,6 +38,7 @@ from app.models.user import Role, User
 from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
 from app.services.assignment import AutoAssigner
+from app.services.numbering import number_shape
 from app.services.search import SearchIndex
 from app.services.sla import SlaService
 
@@ -118,8 +120,8 @@ class TicketService:
         tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
         # The day's number: on PostgreSQL its counter row stays locked until this transaction
         # commits, every other create of the day waiting for it, so it is taken last there (the
-        # ticket holds a placeholder meanwhile). SQLite's write lock serialises whole write
-        # transactions anyway: there it is taken first, which saves an UPDATE.
+        # ticket holds a placeholder meanwhile, replaced by the statement that takes the number).
+        # SQLite's write lock serialises whole write transactions anyway: taken first there.
         number_first = crud_ticket.writes_serialised(session)
         ticket = Ticket(
             number=await self._next_number(session, now) if number_first else _unnumbered(),
@@ -154,8 +156,7 @@ class TicketService:
             tokens=tokens,
         )
         if not number_first:
-            ticket.number = await self._next_number(session, now)
-            await session.flush()
+            await self._number_last(session, ticket, now)
         await self._record(
             session,
             ticket,
@@ -204,6 +205,20 @@ class TicketService:
         day = now.astimezone(self.timezone).date()
         seq = await crud_ticket.next_sequence(session, day.isoformat())
         return self.settings.number_format.format(date=day, seq=seq)
+
+    async def _number_last(self, session: AsyncSession, ticket: Ticket, now: datetime) -> None:
+        """PostgreSQL: the day's number replaces the placeholder, in the statement that takes it
+        when the format allows (app/services/numbering.py), else by an UPDATE after it."""
+        day = now.astimezone(self.timezone).date()
+        shape = number_shape(self.settings.number_format, day)
+        if shape is None:
+            ticket.number = await self._next_number(session, now)
+            await session.flush()
+            return
+        number = await crud_ticket.take_number(
+            session, ticket.id, day.isoformat(), prefix=shape.prefix, width=shape.width, suffix=shape.suffix
+        )
+        set_committed_value(ticket, "number", number)  # written already: nothing for the flush to do
 
     async def _write_message(
         self,
