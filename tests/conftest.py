@@ -12,7 +12,7 @@ import io
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,20 @@ async def app(settings: Settings, admin_engine: AsyncEngine) -> AsyncIterator[An
 def make_client(application: Any, client_ip: str = CLIENT_IP) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=application, raise_app_exceptions=False, client=(client_ip, 50000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@asynccontextmanager
+async def two_processes(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Any, httpx.AsyncClient]]:
+    """Two apps on one database (and one Redis, when `settings` name it): what two API processes
+    would be. Yields each app with a client of its own."""
+    first, second = create_app(settings), create_app(settings)
+    async with (
+        first.router.lifespan_context(first),
+        second.router.lifespan_context(second),
+        make_client(first) as one,
+        make_client(second) as two,
+    ):
+        yield first, one, second, two
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ async def insert_and_enqueue(
     every ticket change, and on this machine a round trip costs more than the statement's own
     work (docs/benchmarks.md). SQLite runs in this process: two statements cost no more there."""
     if dialect_name(session) != "postgresql":
-        row_id = int((await session.execute(table.insert().returning(table.c.id), values)).scalar_one())
+        row_id = int((await session.execute(_insert_returning_id(table), values)).scalar_one())
         await enqueue(session, kind, {payload_key: row_id}, idempotency_key=f"{key_prefix}:{row_id}")
         return row_id
     params = {**values, "job_kind": kind, "job_status": JobStatus.pending, "job_now": utcnow()}
@@ -65,6 +65,11 @@ async def insert_and_enqueue(
     row_id = int((await session.execute(statement, params)).scalar_one())
     session.info[WAKE_AFTER_COMMIT] = True
     return row_id
+
+
+@cache
+def _insert_returning_id(table: Table) -> Any:
+    return table.insert().returning(table.c.id)
 
 
 @cache

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from app.main import create_app
 from app.models import Role
 from app.services.auth import PrincipalCache
-from tests.conftest import REDIS_URL, bearer, create_user, login, make_client
+from tests.conftest import REDIS_URL, bearer, create_user, login, two_processes
 
 ME = "/api/v1/users/me"
 TICKETS = "/api/v1/tickets"
@@ -129,13 +128,7 @@ async def test_a_logout_in_one_process_reaches_the_others_cache_through_redis(ap
     """Two apps on one database and one Redis: what a second API process would be."""
     settings.redis_url = REDIS_URL
     settings.auth.principal_cache_seconds = 300  # longer than the wait: only Redis can clear it
-    first, second = create_app(settings), create_app(settings)
-    async with (
-        first.router.lifespan_context(first),
-        second.router.lifespan_context(second),
-        make_client(first) as one,
-        make_client(second) as two,
-    ):
+    async with two_processes(settings) as (_, one, second, two):
         assert (await two.get(ME, headers=bearer(customer))).status_code == 200  # cached in `second`
         await _until_listening(second)
         await one.post("/api/v1/auth/logout", json={"refresh_token": customer["refresh_token"]})

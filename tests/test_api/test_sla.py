@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import delete, event, select, update
 
 from app.core.config import SlaSettings
-from app.main import create_app
 from app.models import SlaPolicy, TicketSla
 from app.models.ticket import Priority
 from app.services.sla import PolicyTable, PolicyTargets, SlaService
-from tests.conftest import REDIS_URL, bearer, make_client
+from tests.conftest import REDIS_URL, bearer, two_processes
 from tests.test_api.test_auth_cache import Queries
 
 POLICIES = "/api/v1/sla-policies"
@@ -338,13 +337,7 @@ async def test_a_policy_table_read_while_a_change_commits_is_not_kept(app):
 async def test_a_policy_change_in_one_process_reaches_the_others_through_redis(app, settings, admin, agent):
     """Two apps on one database and one Redis: what a second API process would be."""
     settings.redis_url = REDIS_URL
-    first, second = create_app(settings), create_app(settings)
-    async with (
-        first.router.lifespan_context(first),
-        second.router.lifespan_context(second),
-        make_client(first) as one,
-        make_client(second) as two,
-    ):
+    async with two_processes(settings) as (_, one, second, two):
         second.state.ctx.sla.policies.ttl_seconds = 300  # longer than the wait: only Redis can clear it
         await always_open(one, admin)
         policy = await new_policy(one, admin, first_response_minutes=60)
