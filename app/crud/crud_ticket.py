@@ -10,9 +10,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from functools import cache
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Integer,
     Row,
@@ -23,9 +25,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    false,
     func,
+    literal,
+    null,
     or_,
     select,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy import cast as sql_cast
@@ -39,10 +46,12 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from app.core.errors import TicketNotFound
 from app.db.base import utcnow
+from app.db.session import WAKE_AFTER_COMMIT
 from app.db.statements import PerDialect, dialect_name, upsert_insert
-from app.jobs.queue import insert_and_enqueue
+from app.jobs.queue import insert_and_enqueue, job_for_row, job_parameters
 from app.models.attachment import Attachment
 from app.models.category import Category
+from app.models.search import SearchDoc
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team
 from app.models.ticket import (
@@ -482,6 +491,128 @@ def _build_take_number() -> Any:
 
 
 _TAKE_NUMBER = _build_take_number()
+
+
+class NumberParts(Protocol):
+    """A number format split around its counter (app/services/numbering.py NumberShape)."""
+
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def suffix(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class NewTicketRows:
+    """The ids `create_in_one_statement` wrote."""
+
+    ticket_id: int
+    number: str
+    message_id: int
+    event_id: int
+
+
+async def create_in_one_statement(
+    session: AsyncSession,
+    *,
+    ticket: Mapping[str, Any],
+    message: Mapping[str, Any],
+    event: Mapping[str, Any],
+    day: str,
+    number: NumberParts,
+    tokens: tuple[str, str] | None,
+    dispatch: str,
+) -> NewTicketRows:
+    """PostgreSQL: a new ticket as one statement, one round trip: the day's counter, the ticket
+    numbered from it, its first message, the search documents of both (`tokens`: title and body
+    segmented; None: no index), the `ticket.created` event and the job that dispatches it.
+
+    `ticket`: every column but id and number; `message`: author_id, body, internal, channel;
+    `event`: type, actor_id, internal (its data, number, title and message_id, is built by the
+    statement); both created when the ticket was; `number`: the day's format split around its
+    counter. The counter row is locked from here to the commit, as by `take_number`."""
+    created = {"created_at": ticket["created_at"]}
+    params: dict[str, Any] = {f"ticket_{key}": value for key, value in ticket.items()}
+    params |= {f"message_{key}": value for key, value in {**message, **created}.items()}
+    params |= {f"event_{key}": value for key, value in {**event, **created}.items()}
+    params |= {"day": day, "prefix": number.prefix, "width": number.width, "suffix": number.suffix}
+    params |= job_parameters(dispatch)
+    if tokens is not None:
+        params |= {"title_tokens": tokens[0], "body_tokens": tokens[1]}
+    row = (await session.execute(_create_in_one(tokens is not None), params)).one()
+    session.info[WAKE_AFTER_COMMIT] = True
+    return NewTicketRows(row.id, row.number, row.message_id, row.event_id)
+
+
+def _values_of(table: Table, prefix: str, keys: Sequence[str]) -> list[Any]:
+    return [bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys]
+
+
+@cache
+def _create_in_one(indexed: bool) -> Select[Any]:
+    counter = _build_next_sequence(pg_insert).cte("counter")
+    seq = sql_cast(counter.c.last, String)
+    padded = func.lpad(seq, func.greatest(bindparam("width", type_=Integer), func.length(seq)), "0")
+    number = bindparam("prefix", type_=String) + padded + bindparam("suffix", type_=String)
+    tickets = cast(Table, _tickets)
+    ticket_keys = [column.key for column in tickets.c if column.key not in ("id", "number")]
+    ticket_row = select(number, *_values_of(tickets, "ticket", ticket_keys)).select_from(counter)
+    new_ticket = (
+        pg_insert(tickets)
+        .from_select(["number", *ticket_keys], ticket_row)
+        .returning(tickets.c.id, tickets.c.number)
+        .cte("new_ticket")
+    )
+    message_keys = ["author_id", "body", "internal", "channel", "created_at"]
+    message_row = select(new_ticket.c.id, *_values_of(_MESSAGES, "message", message_keys)).select_from(new_ticket)
+    new_message = (
+        pg_insert(_MESSAGES)
+        .from_select(["ticket_id", *message_keys], message_row)
+        .returning(_MESSAGES.c.id, _MESSAGES.c.ticket_id)
+        .cte("new_message")
+    )
+    data = func.json_build_object(
+        literal("number", String),
+        new_ticket.c.number,
+        literal("title", String),
+        bindparam("ticket_title", type_=String),
+        literal("message_id", String),
+        new_message.c.id,
+    )
+    event_keys = ["type", "actor_id", "internal", "created_at"]
+    event_row = select(new_message.c.ticket_id, data, *_values_of(_EVENTS, "event", event_keys))
+    new_event = (
+        pg_insert(_EVENTS)
+        .from_select(["ticket_id", "data", *event_keys], event_row.select_from(new_ticket.join(new_message, true())))
+        .returning(_EVENTS.c.id)
+        .cte("new_event")
+    )
+    statement = select(
+        new_ticket.c.id, new_ticket.c.number, new_message.c.id.label("message_id"), new_event.c.id.label("event_id")
+    ).select_from(new_ticket.join(new_message, true()).join(new_event, true()))
+    statement = statement.add_cte(job_for_row(new_event, "event_id", "event"))
+    if indexed:
+        statement = statement.add_cte(_new_ticket_docs(new_message))
+    return statement
+
+
+def _new_ticket_docs(new_message: CTE) -> CTE:
+    """The title's document and the first message's (its context: the title), as
+    SearchIndex.index_new_ticket writes them."""
+    docs = cast(Table, SearchDoc.__table__)
+    title = bindparam("title_tokens", type_=docs.c.tokens.type)
+    body = bindparam("body_tokens", type_=docs.c.tokens.type)
+    rows = union_all(
+        select(new_message.c.ticket_id, null(), false(), title, literal("", String)),
+        select(new_message.c.ticket_id, new_message.c.id, false(), body, title),
+    )
+    columns = ["ticket_id", "message_id", "internal", "tokens", "context_tokens"]
+    return pg_insert(docs).from_select(columns, rows).cte("new_docs")
+
+
+_MESSAGES = cast(Table, Message.__table__)
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, String, Table, bindparam, func, literal, select
+from sqlalchemy import CTE, Integer, Select, String, Table, bindparam, func, literal, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +60,7 @@ async def insert_and_enqueue(
         row_id = int((await session.execute(_insert_returning_id(table), values)).scalar_one())
         await enqueue(session, kind, {payload_key: row_id}, idempotency_key=f"{key_prefix}:{row_id}")
         return row_id
-    params = {**values, "job_kind": kind, "job_status": JobStatus.pending, "job_now": utcnow()}
+    params = values | job_parameters(kind)
     statement = _insert_with_job(table, tuple(values), payload_key, key_prefix)
     row_id = int((await session.execute(statement, params)).scalar_one())
     session.info[WAKE_AFTER_COMMIT] = True
@@ -78,6 +78,14 @@ def _insert_with_job(table: Table, keys: tuple[str, ...], payload_key: str, key_
     ON CONFLICT DO NOTHING) SELECT id FROM new_row`, built once per table and shape."""
     row = table.insert().values({key: bindparam(key, type_=table.c[key].type) for key in keys})
     inserted = row.returning(table.c.id).cte("new_row")
+    return select(inserted.c.id).add_cte(job_for_row(inserted, payload_key, key_prefix))
+
+
+def job_for_row(inserted: CTE, payload_key: str, key_prefix: str) -> CTE:
+    """PostgreSQL: the job that handles the row a data-modifying CTE inserts (its `id` column),
+    as a CTE of the same statement: `INSERT INTO jobs SELECT ... FROM <inserted> ON CONFLICT DO
+    NOTHING`, payload `{payload_key: id}`, key `<key_prefix>:<id>`. Bind parameters: job_kind,
+    job_status, job_now (`job_parameters`)."""
     now = bindparam("job_now", type_=_JOBS.c.run_at.type)
     job = select(
         bindparam("job_kind", type_=_JOBS.c.kind.type),
@@ -91,8 +99,12 @@ def _insert_with_job(table: Table, keys: tuple[str, ...], payload_key: str, key_
     ).select_from(inserted)
     columns = ["kind", "payload", "status", "run_at", "attempts", "max_attempts", "idempotency_key", "created_at"]
     insert_job = pg_insert(_JOBS).from_select(columns, job)
-    insert_job = insert_job.on_conflict_do_nothing(index_elements=[_JOBS.c.idempotency_key])
-    return select(inserted.c.id).add_cte(insert_job.cte("job"))
+    return insert_job.on_conflict_do_nothing(index_elements=[_JOBS.c.idempotency_key]).cte("job")
+
+
+def job_parameters(kind: str) -> dict[str, Any]:
+    """The bind parameters of `job_for_row`'s CTE."""
+    return {"job_kind": kind, "job_status": JobStatus.pending, "job_now": utcnow()}
 
 
 _JOBS = cast(Table, Job.__table__)

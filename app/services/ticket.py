@@ -9,11 +9,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.config import TicketSettings
@@ -38,7 +39,7 @@ from app.models.user import Role, User
 from app.realtime.bus import Frame
 from app.schemas.ticket import MessageCreate, RatingCreate, TicketCreate, TicketUpdate
 from app.services.assignment import AutoAssigner
-from app.services.numbering import number_shape
+from app.services.numbering import NumberShape, number_shape
 from app.services.search import SearchIndex
 from app.services.sla import SlaService
 
@@ -118,13 +119,8 @@ class TicketService:
         now = utcnow()
         priority = body.priority or Priority.normal
         tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
-        # The day's number: on PostgreSQL its counter row stays locked until this transaction
-        # commits, every other create of the day waiting for it, so it is taken last there (the
-        # ticket holds a placeholder meanwhile, replaced by the statement that takes the number).
-        # SQLite's write lock serialises whole write transactions anyway: taken first there.
-        number_first = crud_ticket.writes_serialised(session)
         ticket = Ticket(
-            number=await self._next_number(session, now) if number_first else _unnumbered(),
+            number=_unnumbered(),
             title=body.title,
             status=S.new,
             priority=priority,
@@ -139,6 +135,76 @@ class TicketService:
             version=1,
             tags=tags,
         )
+        serialised = crud_ticket.writes_serialised(session)
+        shape = None if serialised else number_shape(self.settings.number_format, self._day(now))
+        if shape is not None and await self._plain(session, ticket, body):
+            await self._insert_in_one_statement(session, ticket, shape, actor=actor, text=body.body, tokens=tokens)
+        else:
+            await self._insert_step_by_step(session, ticket, body, actor=actor, tokens=tokens)
+        await self._auto_assign(session, ticket)
+        await session.flush()
+        # Flushed, not reloaded: callers want its id and number; the API answers with the read
+        # model built from the session (crud_ticket.new_ticket_view), no statement.
+        return ticket
+
+    async def _plain(self, session: AsyncSession, ticket: Ticket, body: TicketCreate) -> bool:
+        """A create with only rows of its own to write: no tags, uploads, chosen assignee or
+        team, and no SLA policy that applies to it (which would add its SLA row)."""
+        if ticket.tags or body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
+            return False
+        return self.sla is None or not await self.sla.applies(session, ticket)
+
+    async def _insert_in_one_statement(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        shape: NumberShape,
+        *,
+        actor: User,
+        text: str,
+        tokens: SegmentedTicket | None,
+    ) -> None:
+        """PostgreSQL, a plain create: all its rows in one statement, one round trip
+        (crud_ticket.create_in_one_statement); `ticket` then joins the session as if loaded."""
+        now = ticket.created_at
+        values = {column.key: getattr(ticket, column.key) for column in _NEW_TICKET_COLUMNS}  # None if unset
+        rows = await crud_ticket.create_in_one_statement(
+            session,
+            ticket=values,
+            message={"author_id": actor.id, "body": text, "internal": False, "channel": ticket.channel},
+            event={"type": "ticket.created", "actor_id": actor.id, "internal": False},
+            day=self._day(now).isoformat(),
+            number=shape,
+            tokens=(tokens.title, tokens.body) if tokens is not None else None,
+            dispatch=DISPATCH_EVENT,
+        )
+        for key, value in (values | {"id": rows.ticket_id, "number": rows.number}).items():
+            set_committed_value(ticket, key, value)
+        make_transient_to_detached(ticket)  # as if loaded: nothing for a flush to write
+        session.add(ticket)
+        event = TicketEvent(
+            id=rows.event_id,
+            ticket_id=rows.ticket_id,
+            type="ticket.created",
+            actor_id=actor.id,
+            internal=False,
+            data={"number": rows.number, "title": ticket.title, "message_id": rows.message_id},
+            created_at=now,
+        )
+        self._publish_after_commit(session, event, ticket)
+
+    async def _insert_step_by_step(
+        self, session: AsyncSession, ticket: Ticket, body: TicketCreate, *, actor: User, tokens: SegmentedTicket | None
+    ) -> None:
+        """Any create, a statement per part. The day's number: on PostgreSQL its counter row
+        stays locked until the transaction commits, every other create of the day waiting for
+        it, so it is taken last there (the ticket holds a placeholder meanwhile, replaced by the
+        statement that takes the number). SQLite's write lock serialises whole write
+        transactions anyway: taken first there."""
+        now = ticket.created_at
+        number_first = crud_ticket.writes_serialised(session)
+        if number_first:
+            ticket.number = await self._next_number(session, now)
         session.add(ticket)
         if self.sla is not None:
             with session.no_autoflush:  # its due dates go into its INSERT
@@ -150,7 +216,7 @@ class TicketService:
             actor=actor,
             text=body.body,
             internal=False,
-            channel=channel,
+            channel=ticket.channel,
             now=now,
             attachment_ids=body.attachment_ids,
             tokens=tokens,
@@ -173,11 +239,6 @@ class TicketService:
                 internal=True,
                 data={"assignee_id": [None, body.assignee_id], "team_id": [None, body.team_id]},
             )
-        await self._auto_assign(session, ticket)
-        await session.flush()
-        # Flushed, not reloaded: callers want its id and number; the API answers with the read
-        # model built from the session (crud_ticket.new_ticket_view), no statement.
-        return ticket
 
     async def _requester(self, session: AsyncSession, requester_id: int | None, actor: User) -> User:
         if requester_id is None or requester_id == actor.id:
@@ -201,15 +262,19 @@ class TicketService:
         if team_id is not None and await session.get(Team, team_id) is None:
             raise InvalidReference("team_id")
 
+    def _day(self, now: datetime) -> date:
+        """The day a ticket's number counts in: the helpdesk's own time zone."""
+        return now.astimezone(self.timezone).date()
+
     async def _next_number(self, session: AsyncSession, now: datetime) -> str:
-        day = now.astimezone(self.timezone).date()
+        day = self._day(now)
         seq = await crud_ticket.next_sequence(session, day.isoformat())
         return self.settings.number_format.format(date=day, seq=seq)
 
     async def _number_last(self, session: AsyncSession, ticket: Ticket, now: datetime) -> None:
         """PostgreSQL: the day's number replaces the placeholder, in the statement that takes it
         when the format allows (app/services/numbering.py), else by an UPDATE after it."""
-        day = now.astimezone(self.timezone).date()
+        day = self._day(now)
         shape = number_shape(self.settings.number_format, day)
         if shape is None:
             ticket.number = await self._next_number(session, now)
@@ -567,6 +632,10 @@ class TicketService:
             created_at=utcnow(),
         )
         event.id = await crud_ticket.add_event(session, event, dispatch=DISPATCH_EVENT)
+        self._publish_after_commit(session, event, ticket)
+
+    @staticmethod
+    def _publish_after_commit(session: AsyncSession, event: TicketEvent, ticket: Ticket) -> None:
         session.info.setdefault(PUBLISH_AFTER_COMMIT, []).append(Frame.of(event, requester_id=ticket.requester_id))
 
     async def _auto_assign(self, session: AsyncSession, ticket: Ticket) -> None:
@@ -591,6 +660,8 @@ class TicketService:
 
 
 _NULLABLE = frozenset({"category_id", "assignee_id", "team_id"})
+# What a new ticket's INSERT writes besides its id and number (a mapped class's table is a Table).
+_NEW_TICKET_COLUMNS = [column for column in Ticket.__table__.c if column.key not in ("id", "number")]
 
 
 def _unnumbered() -> str:
