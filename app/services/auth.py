@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -11,7 +12,6 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from app.core.config import AuthSettings
@@ -106,11 +106,41 @@ def attached_user(session: AsyncSession, values: dict[str, Any]) -> User:
     if isinstance(held, User):
         return held
     user: User = inspect(User).class_manager.new_instance()
-    for key, value in values.items():
-        set_committed_value(user, key, copy.deepcopy(value) if isinstance(value, dict | list) else value)
+    # Its attribute dict filled as a load fills it, then committed as a whole by
+    # make_transient_to_detached (set_committed_value per column cost twice as much).
+    user.__dict__.update(
+        {key: copy.deepcopy(value) if isinstance(value, dict | list) else value for key, value in values.items()}
+    )
     make_transient_to_detached(user)
     session.add(user)
     return user
+
+
+class VerifiedTokens:
+    """Access tokens whose signature and claims were checked, by their SHA-256, until they
+    expire: the token a client sends with every request is verified once (HMAC and claims cost
+    about 0.14 ms a request; docs/decisions.md "Authentication cache"). Expiry is checked at
+    every use; revocation is the login session's, checked through PrincipalCache as before."""
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time):
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[bytes, tuple[float, AccessClaims]] = {}
+
+    def get(self, token: str) -> AccessClaims | None:
+        key = hashlib.sha256(token.encode()).digest()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # rare: a burst of distinct tokens; the next requests refill it
+        self._entries[hashlib.sha256(token.encode()).digest()] = (claims.expires_at.timestamp(), claims)
 
 
 class AuthService:
@@ -127,6 +157,7 @@ class AuthService:
         self.signer = signer
         self.limiter = limiter
         self.principals = PrincipalCache(settings.principal_cache_seconds)
+        self.verified = VerifiedTokens()
 
     async def login(
         self, session: AsyncSession, *, username: str, password: str, client_ip: str, user_agent: str | None
@@ -207,10 +238,13 @@ class AuthService:
     async def authenticate(self, session: AsyncSession, access_token: str) -> tuple[User, AccessClaims]:
         """The active user behind a valid access token whose session is not revoked, with the
         token's verified claims (session id, expiry)."""
-        try:
-            claims = self.signer.verify(access_token)
-        except InvalidAccessToken:
-            raise InvalidToken from None
+        claims = self.verified.get(access_token)
+        if claims is None:
+            try:
+                claims = self.signer.verify(access_token)
+            except InvalidAccessToken:
+                raise InvalidToken from None
+            self.verified.put(access_token, claims)
         cached = self.principals.get(claims.user_id, claims.session_id)
         if cached is not None:
             return attached_user(session, cached), claims

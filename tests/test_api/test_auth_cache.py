@@ -5,13 +5,15 @@ at once, in this process and, through Redis, in the others."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from app.core.security import AccessClaims, TokenSigner
 from app.models import Role
-from app.services.auth import PrincipalCache
+from app.services.auth import PrincipalCache, VerifiedTokens
 from tests.conftest import REDIS_URL, bearer, create_user, login, two_processes
 
 ME = "/api/v1/users/me"
@@ -121,6 +123,44 @@ def test_what_was_read_before_a_clear_is_not_kept_after_it():
     cache.clear()
     cache.put(1, 1, {"id": 1}, read_in=read_in)
     assert cache.get(1, 1) is None
+
+
+async def test_an_access_token_is_verified_once(app, client, customer, monkeypatch):
+    signer = app.state.ctx.auth.signer
+    verified: list[str] = []
+
+    def counted(token: str) -> AccessClaims:
+        verified.append(token)
+        return TokenSigner.verify(signer, token)
+
+    monkeypatch.setattr(signer, "verify", counted)
+    for _ in range(3):
+        assert (await client.get(ME, headers=bearer(customer))).status_code == 200
+    assert verified == [customer["access_token"]]
+
+
+async def test_an_altered_token_is_verified_and_refused_after_the_genuine_one(client, customer):
+    assert (await client.get(ME, headers=bearer(customer))).status_code == 200
+    token = customer["access_token"]
+    head, claims, signature = token.split(".")
+    altered = {"Authorization": f"Bearer {head}.{claims}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"}
+    response = await client.get(ME, headers=altered)
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"
+
+
+def test_a_verified_token_is_trusted_until_it_expires_and_no_longer():
+    now = [1_000.0]
+    tokens = VerifiedTokens(max_entries=3, clock=lambda: now[0])
+    claims = AccessClaims(user_id=1, session_id=2, role="customer", expires_at=datetime.fromtimestamp(1_010, UTC))
+    tokens.put("a.b.c", claims)
+    assert tokens.get("a.b.c") == claims
+    assert tokens.get("a.b.d") is None
+    now[0] = 1_010.0
+    assert tokens.get("a.b.c") is None
+    for n in range(5):
+        tokens.put(f"a.b.{n}", claims)
+    assert len(tokens._entries) <= 3
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="HELPDESK_TEST_REDIS_URL is not set (CI sets it)")
