@@ -7,10 +7,10 @@ lookup and (later) search and export starts from it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
@@ -332,39 +332,58 @@ class TicketFilters:
     updated_after: datetime | None = None
     conditions: list[ColumnElement[bool]] = field(default_factory=list)
 
-    def apply(self, stmt: Select[Ticket]) -> Select[Ticket]:
-        where: list[ColumnElement[bool]] = list(self.conditions)
-        if self.status:
-            where.append(Ticket.status.in_(list(self.status)))
-        if self.priority is not None:
-            where.append(Ticket.priority == self.priority)
-        if self.category_id is not None:
-            where.append(Ticket.category_id == self.category_id)
+    def values(self) -> dict[str, Any]:
+        """The filters that are set, by name (the names of their bind parameters in `list_page`'s
+        statements); `unassigned` has no value of its own."""
+        values: dict[str, Any] = {"status": list(self.status)} if self.status else {}
         if self.unassigned:
-            where.append(Ticket.assignee_id.is_(None))
+            values["unassigned"] = True
         elif self.assignee_id is not None:
-            where.append(Ticket.assignee_id == self.assignee_id)
-        if self.requester_id is not None:
-            where.append(Ticket.requester_id == self.requester_id)
-        if self.team_id is not None:
-            where.append(Ticket.team_id == self.team_id)
-        if self.tag is not None:
-            where.append(
-                exists().where(
-                    ticket_tags.c.ticket_id == Ticket.id, ticket_tags.c.tag_id == Tag.id, Tag.name == self.tag
-                )
-            )
-        if self.channel is not None:
-            where.append(Ticket.channel == self.channel)
-        if self.number is not None:
-            where.append(Ticket.number == self.number)
-        if self.created_after is not None:
-            where.append(Ticket.created_at >= self.created_after)
-        if self.created_before is not None:
-            where.append(Ticket.created_at < self.created_before)
-        if self.updated_after is not None:
-            where.append(Ticket.updated_at > self.updated_after)
+            values["assignee_id"] = self.assignee_id
+        for name in _VALUED_FILTERS:
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
+        return values
+
+    def apply(self, stmt: Select[Ticket]) -> Select[Ticket]:
+        where = [*self.conditions, *(_FILTERS[name](value) for name, value in self.values().items())]
         return stmt.where(*where) if where else stmt
+
+
+_VALUED_FILTERS = (
+    "priority",
+    "category_id",
+    "requester_id",
+    "team_id",
+    "tag",
+    "channel",
+    "number",
+    "created_after",
+    "created_before",
+    "updated_after",
+)
+
+
+def _tagged(name: Any) -> ColumnElement[bool]:
+    return exists().where(ticket_tags.c.ticket_id == Ticket.id, ticket_tags.c.tag_id == Tag.id, Tag.name == name)
+
+
+# Each filter's condition, given its value or a bind parameter standing for it.
+_FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
+    "status": lambda value: Ticket.status.in_(value),
+    "priority": lambda value: Ticket.priority == value,
+    "category_id": lambda value: Ticket.category_id == value,
+    "unassigned": lambda _: Ticket.assignee_id.is_(None),
+    "assignee_id": lambda value: Ticket.assignee_id == value,
+    "requester_id": lambda value: Ticket.requester_id == value,
+    "team_id": lambda value: Ticket.team_id == value,
+    "tag": _tagged,
+    "channel": lambda value: Ticket.channel == value,
+    "number": lambda value: Ticket.number == value,
+    "created_after": lambda value: Ticket.created_at >= value,
+    "created_before": lambda value: Ticket.created_at < value,
+    "updated_after": lambda value: Ticket.updated_at > value,
+}
 
 
 @dataclass(frozen=True)
@@ -382,7 +401,7 @@ class SortOrder:
         key = self.key.asc().nulls_last() if self.nulls_last else self.key.asc()
         return [key, Ticket.id.asc()]
 
-    def after(self, key_value: Any, last_id: int) -> ColumnElement[bool]:
+    def after(self, key_value: Any, last_id: Any) -> ColumnElement[bool]:
         if self.descending:
             return or_(self.key < key_value, and_(self.key == key_value, Ticket.id < last_id))
         if self.nulls_last and key_value is None:
@@ -409,12 +428,37 @@ async def list_page(
     after: tuple[Any, int] | None,
     limit: int,
 ) -> list[Row[Any]]:
-    """One page (plus one row to tell whether more follow) of `as_views` rows, one statement."""
-    stmt = filters.apply(readable_by(user))
-    if after is not None:
-        stmt = stmt.where(sort.after(*after))
+    """One page (plus one row to tell whether more follow) of `as_views` rows, one statement.
+
+    The statement is built once per shape (who reads, which filters are set, the order, where
+    the page starts) with a bind parameter for every value, and kept: building it and its
+    cache key cost a tenth of a list request (docs/benchmarks.md). None of its parameters has a
+    value of its own, so one that a request did not give fails instead of taking another's."""
     connection = await session.connection()  # Core: the ORM's execution returns no objects here anyway
-    return list(await connection.execute(as_views(stmt.order_by(*sort.order_by()).limit(limit + 1))))
+    if filters.conditions:  # search conditions: built per request
+        stmt = filters.apply(readable_by(user))
+        if after is not None:
+            stmt = stmt.where(sort.after(*after))
+        return list(await connection.execute(as_views(stmt.order_by(*sort.order_by()).limit(limit + 1))))
+    values = filters.values()
+    start = "" if after is None else ("null" if after[0] is None else "key")
+    stmt = _list_statement(user.role == Role.customer, tuple(values), sort.name, start)
+    params = values | {"user_id": user.id, "limit": limit + 1}
+    if after is not None:
+        params |= {"after_key": after[0], "after_id": after[1]}
+    return list(await connection.execute(stmt, params))
+
+
+@lru_cache(maxsize=256)
+def _list_statement(customer: bool, filters: tuple[str, ...], sort_name: str, start: str) -> Select[Any]:
+    """`list_page`'s statement for one shape; `start`: "" (first page), "key" or "null" (after
+    a row whose sort key is NULL)."""
+    stmt = _readable(Role.customer if customer else Role.agent, bindparam("user_id"))
+    stmt = stmt.where(*(_FILTERS[name](bindparam(name, expanding=name == "status")) for name in filters))
+    sort = SORTS[sort_name]
+    if start:
+        stmt = stmt.where(sort.after(None if start == "null" else bindparam("after_key"), bindparam("after_id")))
+    return as_views(stmt.order_by(*sort.order_by()).limit(bindparam("limit", type_=Integer)))
 
 
 async def search_page(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import StatementError
 
 from app.crud import crud_ticket
 from app.models import Ticket, TicketNumberCounter
@@ -18,7 +19,7 @@ from app.models.ticket import Message, TicketEvent
 from app.models.user import Role
 from app.schemas.ticket import TicketRead
 from app.services.ticket import TicketService
-from tests.conftest import bearer, create_user
+from tests.conftest import bearer, create_user, login
 
 TICKETS = "/api/v1/tickets"
 
@@ -283,6 +284,31 @@ async def test_bad_filter_values_are_422(client, agent):
         response = await client.get(TICKETS, params=params, headers=bearer(agent))
         assert response.status_code == 422, params
         assert response.json()["code"] == "validation_error"
+
+
+async def test_a_list_statement_is_built_once_per_shape_and_holds_no_value_of_its_own(app, client, agent):
+    """crud_ticket.list_page keeps its statement per shape: two customers, the same filters,
+    pages and limits of their own, each sees their own tickets through the same statement."""
+    first_id = await create_user(app, "kept-one")
+    second_id = await create_user(app, "kept-two")
+    first, second = await login(client, "kept-one"), await login(client, "kept-two")
+    for tokens, count in ((first, 3), (second, 4)):
+        for i in range(count):
+            await new_ticket(client, tokens, title=f"kept {i}")
+    built = crud_ticket._list_statement.cache_info().misses
+    pages = {}
+    for name, tokens in (("first", first), ("second", second)):
+        params = {"limit": 2, "status": "new"}
+        page = (await client.get(TICKETS, params=params, headers=bearer(tokens))).json()
+        rest = await client.get(TICKETS, params=params | {"cursor": page["next_cursor"]}, headers=bearer(tokens))
+        assert rest.status_code == 200, rest.text
+        pages[name] = [item["requester"]["id"] for item in page["items"] + rest.json()["items"]]
+    assert pages == {"first": [first_id] * 3, "second": [second_id] * 4}
+    assert crud_ticket._list_statement.cache_info().misses - built <= 2  # the first page's shape, the next's
+    statement = crud_ticket._list_statement(True, ("status",), "-updated_at", "")
+    async with app.state.ctx.db.engine.connect() as conn:
+        with pytest.raises(StatementError, match="user_id"):
+            await conn.execute(statement, {"status": ["new"], "limit": 2})
 
 
 async def test_list_runs_a_constant_number_of_statements(app, client, agent, customer):
