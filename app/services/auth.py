@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from app.core.config import AuthSettings
@@ -33,7 +32,7 @@ from app.core.security import (
     token_digest,
 )
 from app.crud import crud_auth_session, crud_user
-from app.db.base import utcnow
+from app.db.base import loaded, utcnow
 from app.models.auth_session import AuthSession
 from app.models.user import ExternalIdentity, User
 from app.schemas.auth import TokenPair
@@ -105,13 +104,9 @@ def attached_user(session: AsyncSession, values: dict[str, Any]) -> User:
     held = session.identity_map.get(identity_key(User, values["id"]))
     if isinstance(held, User):
         return held
-    user: User = inspect(User).class_manager.new_instance()
-    # Its attribute dict filled as a load fills it, then committed as a whole by
-    # make_transient_to_detached (set_committed_value per column cost twice as much).
-    user.__dict__.update(
-        {key: copy.deepcopy(value) if isinstance(value, dict | list) else value for key, value in values.items()}
+    user = loaded(
+        User, {key: copy.deepcopy(value) if isinstance(value, dict | list) else value for key, value in values.items()}
     )
-    make_transient_to_detached(user)
     session.add(user)
     return user
 

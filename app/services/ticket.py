@@ -14,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.config import TicketSettings
@@ -30,7 +29,7 @@ from app.core.errors import (
     VersionConflict,
 )
 from app.crud import crud_search, crud_ticket
-from app.db.base import utcnow
+from app.db.base import loaded, utcnow
 from app.db.session import PUBLISH_AFTER_COMMIT
 from app.models.category import Category
 from app.models.team import Team
@@ -117,29 +116,16 @@ class TicketService:
         if self.search is not None:
             tokens = SegmentedTicket(*await self.search.segment_all(body.title, body.body))
         now = utcnow()
-        priority = body.priority or Priority.normal
+        values = _new_ticket(body, requester_id=requester.id, channel=channel, now=now)
         tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
-        ticket = Ticket(
-            number=_unnumbered(),
-            title=body.title,
-            status=S.new,
-            priority=priority,
-            priority_rank=priority.rank,
-            channel=channel,
-            category_id=body.category_id,
-            requester_id=requester.id,
-            assignee_id=body.assignee_id,
-            team_id=body.team_id,
-            created_at=now,
-            updated_at=now,
-            version=1,
-            tags=tags,
-        )
         serialised = crud_ticket.writes_serialised(session)
         shape = None if serialised else number_shape(self.settings.number_format, self._day(now))
-        if shape is not None and await self._plain(session, ticket, body):
-            await self._insert_in_one_statement(session, ticket, shape, actor=actor, text=body.body, tokens=tokens)
+        if shape is not None and not tags and await self._plain(session, body, values):
+            ticket = await self._insert_in_one_statement(
+                session, values, shape, actor=actor, text=body.body, tokens=tokens
+            )
         else:
+            ticket = Ticket(**values, number=_unnumbered(), tags=tags)
             await self._insert_step_by_step(session, ticket, body, actor=actor, tokens=tokens)
         await self._auto_assign(session, ticket)
         await session.flush()
@@ -147,40 +133,38 @@ class TicketService:
         # model built from the session (crud_ticket.new_ticket_view), no statement.
         return ticket
 
-    async def _plain(self, session: AsyncSession, ticket: Ticket, body: TicketCreate) -> bool:
-        """A create with only rows of its own to write: no tags, uploads, chosen assignee or
-        team, and no SLA policy that applies to it (which would add its SLA row)."""
-        if ticket.tags or body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
+    async def _plain(self, session: AsyncSession, body: TicketCreate, values: dict[str, Any]) -> bool:
+        """A create with only rows of its own to write (tags aside): no uploads, chosen assignee
+        or team, and no SLA policy that applies to it (which would add its SLA row)."""
+        if body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
             return False
-        return self.sla is None or not await self.sla.applies(session, ticket)
+        return self.sla is None or not await self.sla.applies(session, values["priority"], values["category_id"])
 
     async def _insert_in_one_statement(
         self,
         session: AsyncSession,
-        ticket: Ticket,
+        values: dict[str, Any],
         shape: NumberShape,
         *,
         actor: User,
         text: str,
         tokens: SegmentedTicket | None,
-    ) -> None:
+    ) -> Ticket:
         """PostgreSQL, a plain create: all its rows in one statement, one round trip
-        (crud_ticket.create_in_one_statement); `ticket` then joins the session as if loaded."""
-        now = ticket.created_at
-        values = {column.key: getattr(ticket, column.key) for column in _NEW_TICKET_COLUMNS}  # None if unset
+        (crud_ticket.create_in_one_statement); the ticket joins the session as if loaded."""
+        now = values["created_at"]
         rows = await crud_ticket.create_in_one_statement(
             session,
             ticket=values,
-            message={"author_id": actor.id, "body": text, "internal": False, "channel": ticket.channel},
+            message={"author_id": actor.id, "body": text, "internal": False, "channel": values["channel"]},
             event={"type": "ticket.created", "actor_id": actor.id, "internal": False},
             day=self._day(now).isoformat(),
             number=shape,
             tokens=(tokens.title, tokens.body) if tokens is not None else None,
             dispatch=DISPATCH_EVENT,
         )
-        for key, value in (values | {"id": rows.ticket_id, "number": rows.number}).items():
-            set_committed_value(ticket, key, value)
-        make_transient_to_detached(ticket)  # as if loaded: nothing for a flush to write
+        ticket = loaded(Ticket, values | {"id": rows.ticket_id, "number": rows.number})
+        set_committed_value(ticket, "tags", [])
         session.add(ticket)
         event = TicketEvent(
             id=rows.event_id,
@@ -192,6 +176,7 @@ class TicketService:
             created_at=now,
         )
         self._publish_after_commit(session, event, ticket)
+        return ticket
 
     async def _insert_step_by_step(
         self, session: AsyncSession, ticket: Ticket, body: TicketCreate, *, actor: User, tokens: SegmentedTicket | None
@@ -660,8 +645,27 @@ class TicketService:
 
 
 _NULLABLE = frozenset({"category_id", "assignee_id", "team_id"})
-# What a new ticket's INSERT writes besides its id and number (a mapped class's table is a Table).
-_NEW_TICKET_COLUMNS = [column for column in Ticket.__table__.c if column.key not in ("id", "number")]
+# What a new ticket's INSERT writes besides its id and number.
+_NEW_TICKET_KEYS = tuple(column.key for column in Ticket.__table__.c if column.key not in ("id", "number"))
+
+
+def _new_ticket(body: TicketCreate, *, requester_id: int, channel: Channel, now: datetime) -> dict[str, Any]:
+    """A new ticket's column values but its id and number (None where it has none yet)."""
+    priority = body.priority or Priority.normal
+    return dict.fromkeys(_NEW_TICKET_KEYS) | {
+        "title": body.title,
+        "status": S.new,
+        "priority": priority,
+        "priority_rank": priority.rank,
+        "channel": channel,
+        "category_id": body.category_id,
+        "requester_id": requester_id,
+        "assignee_id": body.assignee_id,
+        "team_id": body.team_id,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
 
 
 def _unnumbered() -> str:
