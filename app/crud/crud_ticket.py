@@ -546,11 +546,12 @@ class NumberParts(Protocol):
     def width(self) -> int: ...
     @property
     def suffix(self) -> str: ...
+    def render(self, seq: int) -> str: ...
 
 
 @dataclass(frozen=True)
 class NewTicketRows:
-    """The ids `create_in_one_statement` wrote."""
+    """What `insert_new_ticket` wrote: the ids and the number."""
 
     ticket_id: int
     number: str
@@ -558,7 +559,7 @@ class NewTicketRows:
     event_id: int
 
 
-async def create_in_one_statement(
+async def insert_new_ticket(
     session: AsyncSession,
     *,
     ticket: Mapping[str, Any],
@@ -569,15 +570,21 @@ async def create_in_one_statement(
     tokens: tuple[str, str] | None,
     dispatch: str,
 ) -> NewTicketRows:
-    """PostgreSQL: a new ticket as one statement, one round trip: the day's counter, the ticket
-    numbered from it, its first message, the search documents of both (`tokens`: title and body
-    segmented; None: no index), the `ticket.created` event and the job that dispatches it.
+    """A new ticket's own rows: the day's counter, the ticket numbered from it, its first
+    message, the search documents of both (`tokens`: title and body segmented; None: no
+    index), the `ticket.created` event and the job that dispatches it. On PostgreSQL one
+    statement, one round trip (data-modifying CTEs); SQLite has none of those and runs in this
+    process, where a statement per table costs no round trip.
 
     `ticket`: every column but id and number; `message`: author_id, body, internal, channel;
-    `event`: type, actor_id, internal (its data, number, title and message_id, is built by the
-    statement); both created when the ticket was; `number`: the day's format split around its
-    counter. The counter row is locked from here to the commit, as by `take_number`."""
+    `event`: type, actor_id, internal (its data: number, title and message_id); both created
+    when the ticket was; `number`: the day's format split around its counter. The counter row
+    is locked from here to the commit, as by `take_number`."""
     created = {"created_at": ticket["created_at"]}
+    if dialect_name(session) != "postgresql":
+        return await _insert_new_ticket_by_table(
+            session, ticket, {**message, **created}, {**event, **created}, day, number, tokens, dispatch
+        )
     params: dict[str, Any] = {f"ticket_{key}": value for key, value in ticket.items()}
     params |= {f"message_{key}": value for key, value in {**message, **created}.items()}
     params |= {f"event_{key}": value for key, value in {**event, **created}.items()}
@@ -588,6 +595,31 @@ async def create_in_one_statement(
     row = (await session.execute(_create_in_one(tokens is not None), params)).one()
     session.info[WAKE_AFTER_COMMIT] = True
     return NewTicketRows(row.id, row.number, row.message_id, row.event_id)
+
+
+async def _insert_new_ticket_by_table(
+    session: AsyncSession,
+    ticket: Mapping[str, Any],
+    message: Mapping[str, Any],
+    event: Mapping[str, Any],
+    day: str,
+    number: NumberParts,
+    tokens: tuple[str, str] | None,
+    dispatch: str,
+) -> NewTicketRows:
+    """`insert_new_ticket` on SQLite: the same rows, a Core statement each."""
+    numbered = number.render(await next_sequence(session, day))
+    ticket_id = int((await session.execute(_INSERT_TICKET, {**ticket, "number": numbered})).scalar_one())
+    message_id = int((await session.execute(_INSERT_MESSAGE, {**message, "ticket_id": ticket_id})).scalar_one())
+    if tokens is not None:
+        title = {"ticket_id": ticket_id, "message_id": None, "internal": False, "tokens": tokens[0]}
+        first = {"ticket_id": ticket_id, "message_id": message_id, "internal": False, "tokens": tokens[1]}
+        docs: list[dict[str, Any]] = [title | {"context_tokens": ""}, first | {"context_tokens": tokens[0]}]
+        await session.execute(_INSERT_DOCS, docs)
+    data = {"number": numbered, "title": ticket["title"], "message_id": message_id}
+    values = {**event, "ticket_id": ticket_id, "data": data}
+    event_id = await insert_and_enqueue(session, _EVENTS, values, dispatch, payload_key="event_id", key_prefix="event")
+    return NewTicketRows(ticket_id, numbered, message_id, event_id)
 
 
 def _values_of(table: Table, prefix: str, keys: Sequence[str]) -> list[Any]:
@@ -657,6 +689,9 @@ def _new_ticket_docs(new_message: CTE) -> CTE:
 
 
 _MESSAGES = cast(Table, Message.__table__)
+_INSERT_TICKET = cast(Table, _tickets).insert().returning(_tickets.c.id)
+_INSERT_MESSAGE = _MESSAGES.insert().returning(_MESSAGES.c.id)
+_INSERT_DOCS = cast(Table, SearchDoc.__table__).insert()
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:

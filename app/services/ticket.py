@@ -118,12 +118,9 @@ class TicketService:
         now = utcnow()
         values = _new_ticket(body, requester_id=requester.id, channel=channel, now=now)
         tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
-        serialised = crud_ticket.writes_serialised(session)
-        shape = None if serialised else number_shape(self.settings.number_format, self._day(now))
+        shape = number_shape(self.settings.number_format, self._day(now))
         if shape is not None and not tags and await self._plain(session, body, values):
-            ticket = await self._insert_in_one_statement(
-                session, values, shape, actor=actor, text=body.body, tokens=tokens
-            )
+            ticket = await self._insert_plain(session, values, shape, actor=actor, text=body.body, tokens=tokens)
         else:
             ticket = Ticket(**values, number=_unnumbered(), tags=tags)
             await self._insert_step_by_step(session, ticket, body, actor=actor, tokens=tokens)
@@ -140,7 +137,7 @@ class TicketService:
             return False
         return self.sla is None or not await self.sla.applies(session, values["priority"], values["category_id"])
 
-    async def _insert_in_one_statement(
+    async def _insert_plain(
         self,
         session: AsyncSession,
         values: dict[str, Any],
@@ -150,10 +147,10 @@ class TicketService:
         text: str,
         tokens: SegmentedTicket | None,
     ) -> Ticket:
-        """PostgreSQL, a plain create: all its rows in one statement, one round trip
-        (crud_ticket.create_in_one_statement); the ticket joins the session as if loaded."""
+        """A plain create: its rows by Core statements, on PostgreSQL one statement, one round
+        trip (crud_ticket.insert_new_ticket); the ticket joins the session as if loaded."""
         now = values["created_at"]
-        rows = await crud_ticket.create_in_one_statement(
+        rows = await crud_ticket.insert_new_ticket(
             session,
             ticket=values,
             message={"author_id": actor.id, "body": text, "internal": False, "channel": values["channel"]},
@@ -181,7 +178,8 @@ class TicketService:
     async def _insert_step_by_step(
         self, session: AsyncSession, ticket: Ticket, body: TicketCreate, *, actor: User, tokens: SegmentedTicket | None
     ) -> None:
-        """Any create, a statement per part. The day's number: on PostgreSQL its counter row
+        """Any create, by the unit of work: what has tags, uploads, a chosen assignee or team, an
+        SLA policy, or a number format the database cannot render. The day's number: on PostgreSQL its counter row
         stays locked until the transaction commits, every other create of the day waiting for
         it, so it is taken last there (the ticket holds a placeholder meanwhile, replaced by the
         statement that takes the number). SQLite's write lock serialises whole write

@@ -342,7 +342,7 @@ async def test_a_create_writes_its_rows_and_little_else(app, client, customer, d
     """A customer's ticket without an SLA policy (docs/benchmarks.md "HTTP throughput"): the
     day's number, the ticket, its message, both search documents in one INSERT, the event and
     its job; the answer is built from the session, not read back. On PostgreSQL all of it is
-    one statement (crud_ticket.create_in_one_statement): one round trip."""
+    one statement (crud_ticket.insert_new_ticket): one round trip; on SQLite a Core statement per table."""
     await new_ticket(client, customer)  # warm: the login session and the SLA policies are cached
     statements: list[str] = []
 
@@ -365,10 +365,10 @@ async def test_a_create_writes_its_rows_and_little_else(app, client, customer, d
         assert tables == ["ticket_number_counters", "tickets", "messages", "search_docs", "ticket_events", "jobs"]
 
 
-async def test_a_create_in_one_statement_writes_what_a_create_step_by_step_writes(app, client, customer, monkeypatch):
-    """The same create by both paths (PostgreSQL takes the one-statement path for a plain
-    create; every create on SQLite, and one with tags, uploads or an SLA policy, goes step by
-    step): the same rows, the same answer, but ids, numbers and times."""
+async def test_a_plain_create_writes_what_a_create_by_the_unit_of_work_writes(app, client, customer, monkeypatch):
+    """The same create by both paths (a plain create by Core statements, one on PostgreSQL; one
+    with tags, uploads or an SLA policy by the unit of work): the same rows, the same answer,
+    but ids, numbers and times."""
     first = await new_ticket(client, customer)
     monkeypatch.setattr(TicketService, "_plain", _never_plain)
     second = await new_ticket(client, customer)
