@@ -117,11 +117,11 @@ class TicketService:
             tokens = SegmentedTicket(*await self.search.segment_all(body.title, body.body))
         now = utcnow()
         values = _new_ticket(body, requester_id=requester.id, channel=channel, now=now)
-        tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
         shape = number_shape(self.settings.number_format, self._day(now))
-        if shape is not None and not tags and await self._plain(session, body, values):
+        if shape is not None and await self._plain(session, body, values):
             ticket = await self._insert_plain(session, values, shape, actor=actor, text=body.body, tokens=tokens)
         else:
+            tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
             ticket = Ticket(**values, number=_unnumbered(), tags=tags)
             await self._insert_step_by_step(session, ticket, body, actor=actor, tokens=tokens)
         await self._auto_assign(session, ticket)
@@ -131,9 +131,9 @@ class TicketService:
         return ticket
 
     async def _plain(self, session: AsyncSession, body: TicketCreate, values: dict[str, Any]) -> bool:
-        """A create with only rows of its own to write (tags aside): no uploads, chosen assignee
-        or team, and no SLA policy that applies to it (which would add its SLA row)."""
-        if body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
+        """A create with only rows of its own to write: no tags, uploads, chosen assignee or
+        team, and no SLA policy that applies to it (which would add its SLA row)."""
+        if body.tags or body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
             return False
         return self.sla is None or not await self.sla.applies(session, values["priority"], values["category_id"])
 
