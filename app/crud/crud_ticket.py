@@ -45,6 +45,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.core.errors import TicketNotFound
+from app.crud.crud_search import DocRow, insert_new_docs
 from app.db.base import utcnow
 from app.db.session import WAKE_AFTER_COMMIT
 from app.db.statements import PerDialect, dialect_name, upsert_insert
@@ -612,10 +613,8 @@ async def _insert_new_ticket_by_table(
     ticket_id = int((await session.execute(_INSERT_TICKET, {**ticket, "number": numbered})).scalar_one())
     message_id = int((await session.execute(_INSERT_MESSAGE, {**message, "ticket_id": ticket_id})).scalar_one())
     if tokens is not None:
-        title = {"ticket_id": ticket_id, "message_id": None, "internal": False, "tokens": tokens[0]}
-        first = {"ticket_id": ticket_id, "message_id": message_id, "internal": False, "tokens": tokens[1]}
-        docs: list[dict[str, Any]] = [title | {"context_tokens": ""}, first | {"context_tokens": tokens[0]}]
-        await session.execute(_INSERT_DOCS, docs)
+        title = DocRow(ticket_id, None, False, tokens[0])
+        await insert_new_docs(session, [title, DocRow(ticket_id, message_id, False, tokens[1], tokens[0])])
     data = {"number": numbered, "title": ticket["title"], "message_id": message_id}
     values = {**event, "ticket_id": ticket_id, "data": data}
     event_id = await insert_and_enqueue(session, _EVENTS, values, dispatch, payload_key="event_id", key_prefix="event")
@@ -691,7 +690,6 @@ def _new_ticket_docs(new_message: CTE) -> CTE:
 _MESSAGES = cast(Table, Message.__table__)
 _INSERT_TICKET = cast(Table, _tickets).insert().returning(_tickets.c.id)
 _INSERT_MESSAGE = _MESSAGES.insert().returning(_MESSAGES.c.id)
-_INSERT_DOCS = cast(Table, SearchDoc.__table__).insert()
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:
