@@ -29,8 +29,10 @@ install: $(BIN)/.synced ## create .venv and install the locked dependencies
 run: $(BIN)/.synced ## serve the API (SQLite under data/, migrations applied) on 127.0.0.1:8000
 	$(BIN)/helpdesk serve
 
+# One worker per core (pytest-xdist); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= auto
 test: $(BIN)/.synced ## run the whole test suite (PostgreSQL too when HELPDESK_TEST_DATABASE_URL is set)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 soak: $(BIN)/.synced ## the reliability suite (tests/reliability) at soak scale: 10x the load, longer faults
 	HELPDESK_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)

@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.core.config import AuthSettings, Settings
 from app.core.logging import build_handler
@@ -31,8 +33,33 @@ from app.main import create_app
 from app.models import Base, Role
 from app.schemas.user import UserCreate
 
-PG_URL = os.environ.get("HELPDESK_TEST_DATABASE_URL")
-REDIS_URL = os.environ.get("HELPDESK_TEST_REDIS_URL")
+# `make test` runs the suite in parallel workers (pytest-xdist: gw0, gw1...). Each one gets a
+# PostgreSQL database and a Redis database of its own on the servers named, so that one worker's
+# TRUNCATE or pub/sub message never reaches another's test.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def worker_database_url(url: str | None) -> str | None:
+    """`<database>_<worker>` on the same PostgreSQL server; created and dropped by `database_url`."""
+    if url is None or WORKER is None:
+        return url
+    server = make_url(url)
+    return server.set(database=f"{server.database}_{WORKER}").render_as_string(hide_password=False)
+
+
+def worker_redis_url(url: str | None) -> str | None:
+    """The Redis database numbered the given one minus the worker's index (of the server's 16).
+    Pub/sub channels carry the database's number (app/jobs/wake.py, `database_channel`)."""
+    if url is None or WORKER is None:
+        return url
+    parts = urlsplit(url)
+    number = (int(parts.path.strip("/") or 0) - int(WORKER.removeprefix("gw"))) % 16
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+PG_SERVER_URL = os.environ.get("HELPDESK_TEST_DATABASE_URL")
+PG_URL = worker_database_url(PG_SERVER_URL)
+REDIS_URL = worker_redis_url(os.environ.get("HELPDESK_TEST_REDIS_URL"))
 DATABASES = ["sqlite", *(["postgresql"] if PG_URL else [])]
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
@@ -74,16 +101,39 @@ async def drop_everything(url: str) -> None:
     await engine.dispose()
 
 
+async def recreate_database(server_url: str, name: str, *, create: bool = True) -> None:
+    """Drops `name` on the server of `server_url` (a run that was killed leaves it behind) and,
+    with `create`, makes it anew."""
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if create:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session", params=DATABASES)
-async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'helpdesk.db'}"
-    else:
-        assert PG_URL is not None
-        url = PG_URL
-        await drop_everything(url)
-    await migrate.upgrade(url)
-    return url
+        await migrate.upgrade(url)
+        yield url
+        return
+    assert PG_SERVER_URL is not None
+    assert PG_URL is not None
+    if PG_URL == PG_SERVER_URL:  # one process: the database named is ours
+        await drop_everything(PG_URL)
+        await migrate.upgrade(PG_URL)
+        yield PG_URL
+        return
+    name = make_url(PG_URL).database
+    assert name is not None
+    await recreate_database(PG_SERVER_URL, name)
+    await migrate.upgrade(PG_URL)
+    yield PG_URL
+    await recreate_database(PG_SERVER_URL, name, create=False)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,14 @@ AUTH_CHANNEL = "helpdesk:auth-changed"
 SLA_CHANNEL = "helpdesk:sla-changed"
 
 
+def database_channel(redis: Redis, channel: str) -> str:
+    """`channel` for the Redis database `redis` uses. Keys belong to a database, pub/sub channels
+    to the whole server: deployments that share a Redis server on different database numbers
+    would otherwise hear each other's signals and, through the realtime bridge, each other's
+    ticket events."""
+    return f"{channel}@{redis.connection_pool.connection_kwargs.get('db', 0)}"
+
+
 class ClearableCache(Protocol):
     on_clear: list[Callable[[], None]]
 
@@ -48,7 +56,7 @@ def clear_everywhere(
 class RedisSignal:
     def __init__(self, redis: Redis, *, channel: str = CHANNEL, what: str = "job wake-up") -> None:
         self.redis = redis
-        self.channel = channel
+        self.channel = database_channel(redis, channel)
         self.what = what  # for the logs
         self.subscribed = asyncio.Event()
         self._sending: set[asyncio.Task[Any]] = set()

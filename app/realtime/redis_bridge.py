@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.jobs.wake import database_channel
 from app.realtime.bus import CLOSE_RESUME, EventBus, Frame
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class RedisBridge:
     def __init__(self, redis: Redis, bus: EventBus, *, channel: str = CHANNEL) -> None:
         self.redis = redis
         self.bus = bus
-        self.channel = channel
+        self.channel = database_channel(redis, channel)
         self.origin = uuid.uuid4().hex
         self.subscribed = asyncio.Event()
         self._sending: set[asyncio.Task[Any]] = set()

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from app.main import create_app
+from app.models.user import Role, User
+from app.realtime.bus import EventBus, Frame
+from app.realtime.redis_bridge import RedisBridge
 from tests.conftest import PASSWORD, PG_URL, REDIS_URL, TEST_SECRET, bearer, create_user, empty_tables
 from tests.fakes.server import serving
 
@@ -120,7 +123,7 @@ async def test_a_broken_redis_subscription_closes_streams_for_a_resume(settings,
             try:
                 async with asyncio.timeout(10):
                     # the listener may not have subscribed yet: retry until a connection is cut
-                    while not await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub"):  # noqa: ASYNC110
+                    while not await kill_pubsub_clients(redis):  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
             finally:
                 await redis.aclose()
@@ -131,6 +134,55 @@ async def test_a_broken_redis_subscription_closes_streams_for_a_resume(settings,
                         closing = json.loads(line[6:])
                         break
         assert closing == {"code": 1012}
+
+
+async def kill_pubsub_clients(redis: Redis) -> int:
+    """Cuts the pub/sub connections on `redis`'s database only: a test run in another database of
+    the same server (a parallel worker) keeps its own."""
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    killed = 0
+    for client in await redis.client_list():
+        if int(client["db"]) == db and (int(client["sub"]) or int(client["psub"])):
+            killed += int(await redis.execute_command("CLIENT", "KILL", "ID", client["id"], "SKIPME", "yes"))
+    return killed
+
+
+@needs_redis
+async def test_the_bridge_hears_its_own_redis_database_only():
+    """Pub/sub channels span the server: deployments on two database numbers of one Redis must not
+    hear each other's ticket events (frames carry the requester and ticket ids)."""
+    assert REDIS_URL is not None
+    ours = Redis.from_url(REDIS_URL)
+    db = ours.connection_pool.connection_kwargs.get("db", 0)
+    theirs = Redis(connection_pool=ConnectionPool(**{**ours.connection_pool.connection_kwargs, "db": (db + 1) % 16}))
+    listener = User(id=1, role=Role.agent)
+    senders = {name: RedisBridge(redis, EventBus()) for name, redis in (("ours", ours), ("theirs", theirs))}
+    receivers = {name: RedisBridge(redis, EventBus()) for name, redis in (("ours", ours), ("theirs", theirs))}
+    queues = {name: bridge.bus.subscribe(listener).queue for name, bridge in receivers.items()}
+    tasks = [asyncio.create_task(bridge.run()) for bridge in receivers.values()]
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(bridge.subscribed.wait() for bridge in receivers.values()))
+        senders["ours"].publish([frame(1)])
+        async with asyncio.timeout(5):
+            assert (await queues["ours"].get()) == frame(1)
+        # Delivered to every subscriber of its channel before the next publish: a frame 1 that
+        # crossed over would come first.
+        senders["theirs"].publish([frame(2)])
+        async with asyncio.timeout(5):
+            assert (await queues["theirs"].get()) == frame(2)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for bridge in senders.values():
+            await bridge.aclose()
+        await ours.aclose()
+        await theirs.aclose()
+
+
+def frame(event_id: int) -> Frame:
+    return Frame(event_id, "ticket.created", 7, {}, "2026-11-25T00:00:00Z", internal=False, requester_id=3)
 
 
 @pytest.fixture
