@@ -22,6 +22,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
 
+from app.db.sqlite_driver import one_trip_dbapi
+
 # Execution option that marks a connection whose transactions may write.
 WRITE_OPTION = "helpdesk_write"
 # Session.info flag: "run the commit hooks after this transaction commits" (set by enqueue).
@@ -58,6 +60,8 @@ def create_engine(
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        if make_url(url).get_driver_name() == "aiosqlite":
+            kwargs["module"] = one_trip_dbapi()  # a statement in one trip to aiosqlite's thread
         if not null_pool:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
         engine = create_async_engine(url, **kwargs)
