@@ -40,6 +40,7 @@ HELPDESK_WORDS = Path(__file__).with_name("helpdesk_words.txt")
 _NON_WORD = re.compile(r"[^\w]+")
 _SPACES = re.compile(r"\s+")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+INLINE_CHARS = 200  # texts up to this length are segmented on the event loop (SearchIndex._inline)
 
 jieba.setLogLevel(logging.WARNING)  # it logs its dictionary loading at INFO on every start
 
@@ -61,6 +62,10 @@ class Segmenter:
             if self.user_dictionary is not None:
                 self._tokenizer.load_userdict(str(self.user_dictionary))
             self._loaded = True
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     def tokens(self, text: str) -> list[str]:
         """The words of `text`, normalised, in order (repeats kept: they weigh in ranking)."""
@@ -192,16 +197,27 @@ class SearchIndex:
         await asyncio.to_thread(self.segmenter.load)
 
     async def parse(self, text: str) -> SearchQuery:
+        if self._inline(text):
+            return parse_query(self.segmenter, text)
         return await asyncio.to_thread(parse_query, self.segmenter, text)
 
     async def segment(self, text: str) -> str:
-        """The text's tokens (off the event loop). Callers that segment before their transaction's
-        first statement keep the work out of SQLite's write lock (a new ticket does)."""
-        return await asyncio.to_thread(self.segmenter.segment, text)
+        """The text's tokens (off the event loop, unless short). Callers that segment before their
+        transaction's first statement keep the work out of SQLite's write lock (a new ticket does)."""
+        return (await self.segment_all(text))[0]
 
     async def segment_all(self, *texts: str) -> list[str]:
-        """Each text's tokens, in one trip to a worker thread."""
+        """Each text's tokens: on the event loop if they are short, else in one trip to a worker
+        thread."""
+        if self._inline(*texts):
+            return [self.segmenter.segment(text) for text in texts]
         return await asyncio.to_thread(lambda: [self.segmenter.segment(text) for text in texts])
+
+    def _inline(self, *texts: str) -> bool:
+        """Whether segmenting `texts` costs less than a trip to a worker thread: jieba takes about
+        1.3 µs a character here, a trip 0.2–0.5 ms under load (docs/benchmarks.md, session 11).
+        Never before the dictionary is built, which takes seconds."""
+        return self.segmenter.loaded and sum(map(len, texts)) <= INLINE_CHARS
 
     async def index_new_ticket(
         self, session: AsyncSession, message: Message, *, title_tokens: str, tokens: str
@@ -287,7 +303,7 @@ class SearchIndex:
             )
         ).all()
         texts = [t.title for t in tickets] + [m.body for m in messages]
-        segmented = await asyncio.to_thread(lambda: [self.segmenter.segment(t) for t in texts])
+        segmented = await self.segment_all(*texts)
         title_tokens = {t.id: tokens for t, tokens in zip(tickets, segmented, strict=False)}
         rows = [DocRow(ticket_id, None, False, tokens) for ticket_id, tokens in title_tokens.items()]
         rows += [

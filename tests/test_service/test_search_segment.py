@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from app.services.search import Segmenter, parse_query
+from app.services.search import INLINE_CHARS, SearchIndex, Segmenter, parse_query
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,33 @@ def test_a_query_becomes_the_words_to_find_or_a_substring(
 def test_helpdesk_words_are_words_without_any_configuration(segmenter: Segmenter) -> None:
     assert "闪退" in segmenter.tokens("微信一打开就闪退")
     assert "教务系统" in segmenter.tokens("教务系统登不上")
+
+
+class _WhereSegmented(Segmenter):
+    """Records the thread each text was segmented in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def segment(self, text: str) -> str:
+        self.threads.append(threading.get_ident())
+        return super().segment(text)
+
+
+async def test_short_texts_are_segmented_on_the_event_loop_and_long_ones_in_a_thread() -> None:
+    segmenter = _WhereSegmented()
+    index = SearchIndex(segmenter)
+    here = threading.get_ident()
+    # Not yet loaded: building the dictionary takes seconds, never on the event loop.
+    assert await index.segment("打印机") == "打印 印机 打印机"
+    assert segmenter.threads.pop() != here
+    await index.load()
+    assert await index.segment_all("宿舍 wifi 连不上", "手机和电脑都连不上宿舍的无线网络。") == [
+        "宿舍 wifi 连不上",
+        "手机 和 电脑 都 连不上 宿舍 的 无线 线网 网络 无线网 无线网络",
+    ]
+    assert segmenter.threads == [here, here]
+    long = "打印机卡纸" * (INLINE_CHARS // 5 + 1)
+    await index.segment_all(long)
+    assert segmenter.threads[-1] != here
