@@ -74,7 +74,7 @@ def build_handlers(
             due = select(Ticket.id).where(Ticket.status == TicketStatus.resolved, Ticket.resolved_at <= cutoff)
             for ticket_id in (await session.execute(due.order_by(Ticket.id).limit(BATCH))).scalars().all():
                 ticket = await crud_ticket.reload(session, ticket_id, for_update=True)  # in id order
-                await tickets.close_automatically(session, ticket)
+                await tickets.close_automatically(session, ticket, resolved_before=cutoff)
 
     async def reindex(run: JobRun) -> None:
         if tickets.search is None:

@@ -437,9 +437,11 @@ class TicketService:
             )
             self._set_status(ticket, target, now)
 
-    async def close_automatically(self, session: AsyncSession, ticket: Ticket) -> Ticket:
-        """Resolved for long enough: closed by the system (API.md's "Automatic" column)."""
-        if ticket.status != S.resolved:
+    async def close_automatically(self, session: AsyncSession, ticket: Ticket, *, resolved_before: datetime) -> Ticket:
+        """Resolved for long enough: closed by the system (API.md's "Automatic" column). Checked
+        again on the locked row: a ticket reopened and resolved again since the job chose it has
+        a new `resolved_at` and is not due yet."""
+        if ticket.status != S.resolved or ticket.resolved_at is None or ticket.resolved_at > resolved_before:
             return ticket
         now = utcnow()
         await self._record(

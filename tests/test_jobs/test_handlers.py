@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import event, func, select, update
 
+from app.crud import crud_ticket
 from app.db.base import utcnow
 from app.jobs.handlers import AUTO_CLOSE, PURGE, build_handlers, event_dispatcher
 from app.jobs.queue import enqueue
@@ -49,6 +50,18 @@ async def test_resolved_tickets_close_after_the_configured_days(app, client, age
     assert len(closing) == 1
     assert closing[0]["actor"] is None
     assert closing[0]["data"]["automatic"] is True
+
+
+async def test_a_ticket_resolved_again_since_the_job_chose_it_is_not_closed(app, client, agent):
+    """The job selects due tickets, then locks each: one reopened and resolved again meanwhile
+    has a recent `resolved_at` by the time its lock is taken."""
+    ticket = await resolved_ticket(client, agent)
+    ctx = app.state.ctx
+    async with ctx.db.transaction() as session:
+        locked = await crud_ticket.reload(session, ticket["id"], for_update=True)
+        cutoff = utcnow() - timedelta(days=7)
+        await ctx.tickets.close_automatically(session, locked, resolved_before=cutoff)
+    assert (await client.get(f"{TICKETS}/{ticket['id']}", headers=bearer(agent))).json()["status"] == "resolved"
 
 
 async def test_auto_close_can_be_switched_off(app, client, agent, admin_engine):
