@@ -126,7 +126,7 @@ async def policy_table(session: AsyncSession) -> tuple[list[PolicyRow], dict[int
     return rows, {child: parent for child, parent in found if parent is not None}
 
 
-def existing_policy_id(policy_id: int) -> Any:
+def existing_policy_id(policy_id: int | ColumnElement[int]) -> Any:
     """`policy_id` if that policy still exists when the INSERT or UPDATE writing it runs, else
     NULL: a process's cached policies (PolicyCache) may name one that another process deleted a
     moment ago, and the foreign key would otherwise fail the whole ticket change. The ORM

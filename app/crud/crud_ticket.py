@@ -46,6 +46,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from app.core.errors import TicketNotFound
 from app.crud.crud_search import DocRow, insert_new_docs
+from app.crud.crud_sla import existing_policy_id
 from app.db.base import utcnow
 from app.db.session import WAKE_AFTER_COMMIT
 from app.db.statements import PerDialect, dialect_name, upsert_insert
@@ -53,6 +54,7 @@ from app.jobs.queue import insert_and_enqueue, job_for_row, job_parameters
 from app.models.attachment import Attachment
 from app.models.category import Category
 from app.models.search import SearchDoc
+from app.models.sla import TicketSla
 from app.models.tag import Tag, ticket_tags
 from app.models.team import Team
 from app.models.ticket import (
@@ -564,6 +566,7 @@ async def insert_new_ticket(
     session: AsyncSession,
     *,
     ticket: Mapping[str, Any],
+    sla: TicketSla | None,
     message: Mapping[str, Any],
     event: Mapping[str, Any],
     day: str,
@@ -571,11 +574,12 @@ async def insert_new_ticket(
     tokens: tuple[str, str] | None,
     dispatch: str,
 ) -> NewTicketRows:
-    """A new ticket's own rows: the day's counter, the ticket numbered from it, its first
-    message, the search documents of both (`tokens`: title and body segmented; None: no
-    index), the `ticket.created` event and the job that dispatches it. On PostgreSQL one
-    statement, one round trip (data-modifying CTEs); SQLite has none of those and runs in this
-    process, where a statement per table costs no round trip.
+    """A new ticket's own rows: the day's counter, the ticket numbered from it, its SLA row
+    (`sla`: unsaved, its policy named by id; None: no policy applies), its first message, the
+    search documents of both (`tokens`: title and body segmented; None: no index), the
+    `ticket.created` event and the job that dispatches it. On PostgreSQL one statement, one
+    round trip (data-modifying CTEs); SQLite has none of those and runs in this process, where
+    a statement per table costs no round trip.
 
     `ticket`: every column but id and number; `message`: author_id, body, internal, channel;
     `event`: type, actor_id, internal (its data: number, title and message_id); both created
@@ -584,16 +588,18 @@ async def insert_new_ticket(
     created = {"created_at": ticket["created_at"]}
     if dialect_name(session) != "postgresql":
         return await _insert_new_ticket_by_table(
-            session, ticket, {**message, **created}, {**event, **created}, day, number, tokens, dispatch
+            session, ticket, sla, {**message, **created}, {**event, **created}, day, number, tokens, dispatch
         )
     params: dict[str, Any] = {f"ticket_{key}": value for key, value in ticket.items()}
+    if sla is not None:
+        params |= _sla_values(sla, prefix="sla_")
     params |= {f"message_{key}": value for key, value in {**message, **created}.items()}
     params |= {f"event_{key}": value for key, value in {**event, **created}.items()}
     params |= {"day": day, "prefix": number.prefix, "width": number.width, "suffix": number.suffix}
     params |= job_parameters(dispatch)
     if tokens is not None:
         params |= {"title_tokens": tokens[0], "body_tokens": tokens[1]}
-    row = (await session.execute(_create_in_one(tokens is not None), params)).one()
+    row = (await session.execute(_create_in_one(tokens is not None, sla is not None), params)).one()
     session.info[WAKE_AFTER_COMMIT] = True
     return NewTicketRows(row.id, row.number, row.message_id, row.event_id)
 
@@ -601,6 +607,7 @@ async def insert_new_ticket(
 async def _insert_new_ticket_by_table(
     session: AsyncSession,
     ticket: Mapping[str, Any],
+    sla: TicketSla | None,
     message: Mapping[str, Any],
     event: Mapping[str, Any],
     day: str,
@@ -611,6 +618,8 @@ async def _insert_new_ticket_by_table(
     """`insert_new_ticket` on SQLite: the same rows, a Core statement each."""
     numbered = number.render(await next_sequence(session, day))
     ticket_id = int((await session.execute(_INSERT_TICKET, {**ticket, "number": numbered})).scalar_one())
+    if sla is not None:
+        await session.execute(_INSERT_SLA, {"ticket_id": ticket_id, **_sla_values(sla)})
     message_id = int((await session.execute(_INSERT_MESSAGE, {**message, "ticket_id": ticket_id})).scalar_one())
     if tokens is not None:
         title = DocRow(ticket_id, None, False, tokens[0])
@@ -626,7 +635,7 @@ def _values_of(table: Table, prefix: str, keys: Sequence[str]) -> list[Any]:
 
 
 @cache
-def _create_in_one(indexed: bool) -> Select[Any]:
+def _create_in_one(indexed: bool, with_sla: bool) -> Select[Any]:
     counter = _build_next_sequence(pg_insert).cte("counter")
     seq = sql_cast(counter.c.last, String)
     padded = func.lpad(seq, func.greatest(bindparam("width", type_=Integer), func.length(seq)), "0")
@@ -670,7 +679,22 @@ def _create_in_one(indexed: bool) -> Select[Any]:
     statement = statement.add_cte(job_for_row(new_event, "event_id", "event"))
     if indexed:
         statement = statement.add_cte(_new_ticket_docs(new_message))
+    if with_sla:
+        statement = statement.add_cte(_new_ticket_sla(new_ticket))
     return statement
+
+
+def _new_ticket_sla(new_ticket: CTE) -> CTE:
+    """The SLA row, its policy checked as the ORM path checks it (crud_sla.existing_policy_id)."""
+    policy = existing_policy_id(bindparam("sla_policy_id", type_=Integer))
+    row = select(new_ticket.c.id, policy, *_values_of(_SLAS, "sla", _SLA_KEYS)).select_from(new_ticket)
+    return pg_insert(_SLAS).from_select(["ticket_id", "policy_id", *_SLA_KEYS], row).cte("new_sla")
+
+
+def _sla_values(sla: TicketSla, *, prefix: str = "") -> dict[str, Any]:
+    """An unsaved SLA row's columns as `_INSERT_SLA` (no prefix) and `_new_ticket_sla` ("sla_")
+    take them."""
+    return {"sla_policy_id": sla.policy_id} | {f"{prefix}{key}": getattr(sla, key) for key in _SLA_KEYS}
 
 
 def _new_ticket_docs(new_message: CTE) -> CTE:
@@ -690,6 +714,9 @@ def _new_ticket_docs(new_message: CTE) -> CTE:
 _MESSAGES = cast(Table, Message.__table__)
 _INSERT_TICKET = cast(Table, _tickets).insert().returning(_tickets.c.id)
 _INSERT_MESSAGE = _MESSAGES.insert().returning(_MESSAGES.c.id)
+_SLAS = cast(Table, TicketSla.__table__)
+_SLA_KEYS = [column.key for column in _SLAS.c if column.key not in ("ticket_id", "policy_id")]
+_INSERT_SLA = _SLAS.insert().values(policy_id=existing_policy_id(bindparam("sla_policy_id", type_=Integer)))
 
 
 async def get_or_create_tags(session: AsyncSession, names: Sequence[str]) -> list[Tag]:

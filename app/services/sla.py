@@ -243,8 +243,7 @@ class SlaService:
         `new`: a ticket being created, before its INSERT, so its due dates are part of it (no
         read, and no UPDATE after)."""
         state = None if new else await crud_sla.ticket_sla(session, ticket.id)
-        responded = ticket.first_responded_at
-        basis = f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{responded is not None}"
+        basis = _basis(ticket)
         if state is not None and state.basis == basis:
             return
         policy = (await self.policies.table(session)).choose(ticket.priority, ticket.category_id)
@@ -256,9 +255,29 @@ class SlaService:
                 return
             state = TicketSla(ticket=ticket, basis="", paused_seconds=0)
             session.add(state)
-        state.basis = basis
-        running = ticket.status in RUNNING
         state.policy_id = crud_sla.existing_policy_id(policy.id) if policy is not None else None
+        await self._bring_up_to_date(session, ticket, state, policy, now)
+
+    async def new_ticket_sla(self, session: AsyncSession, ticket: Ticket, now: datetime) -> TicketSla | None:
+        """For a create that writes its rows by Core statements (TicketService._insert_plain):
+        what `refresh(new=True)` does, on a `ticket` and an SLA row that belong to no session. Sets
+        the ticket's due dates; returns the row to insert (its `policy_id` a plain id, to be
+        checked by the INSERT as `existing_policy_id` does), or None when no policy applies."""
+        policy = (await self.policies.table(session)).choose(ticket.priority, ticket.category_id)
+        if policy is None:
+            ticket.first_response_due_at = ticket.resolution_due_at = None
+            return None
+        state = TicketSla(basis="", paused_seconds=0, policy_id=policy.id)
+        await self._bring_up_to_date(session, ticket, state, policy, now)
+        return state
+
+    async def _bring_up_to_date(
+        self, session: AsyncSession, ticket: Ticket, state: TicketSla, policy: PolicyTargets | None, now: datetime
+    ) -> None:
+        """The due dates, the clock and the alert times of `ticket` and its SLA row under `policy`."""
+        responded = ticket.first_responded_at
+        state.basis = _basis(ticket)
+        running = ticket.status in RUNNING
         if policy is None and state.paused_at is None:
             # No target to place and no pause to measure: no business time, so no calendar.
             self._stop_or_start_clock(state, None, responded, running, now)
@@ -367,6 +386,11 @@ def _no_targets(ticket: Ticket, state: TicketSla) -> None:
     ticket.first_response_due_at = ticket.resolution_due_at = None
     state.first_response_breach_at = state.first_response_warn_at = None
     state.resolution_breach_at = state.resolution_warn_at = None
+
+
+def _basis(ticket: Ticket) -> str:
+    """What a ticket's SLA depends on: a change of it recomputes the row (`refresh`)."""
+    return f"{ticket.status.value}|{ticket.priority.value}|{ticket.category_id}|{ticket.first_responded_at is not None}"
 
 
 def _met_late(met_at: datetime | None, due: datetime | None) -> bool:

@@ -32,6 +32,7 @@ from app.crud import crud_search, crud_ticket
 from app.db.base import loaded, utcnow
 from app.db.session import PUBLISH_AFTER_COMMIT
 from app.models.category import Category
+from app.models.sla import TicketSla
 from app.models.team import Team
 from app.models.ticket import Channel, Message, Priority, Rating, Ticket, TicketEvent, TicketStatus
 from app.models.user import Role, User
@@ -118,7 +119,7 @@ class TicketService:
         now = utcnow()
         values = _new_ticket(body, requester_id=requester.id, channel=channel, now=now)
         shape = number_shape(self.settings.number_format, self._day(now))
-        if shape is not None and await self._plain(session, body, values):
+        if shape is not None and self._plain(body):
             ticket = await self._insert_plain(session, values, shape, actor=actor, text=body.body, tokens=tokens)
         else:
             tags = await crud_ticket.get_or_create_tags(session, body.tags or [])
@@ -130,12 +131,11 @@ class TicketService:
         # model built from the session (crud_ticket.new_ticket_view), no statement.
         return ticket
 
-    async def _plain(self, session: AsyncSession, body: TicketCreate, values: dict[str, Any]) -> bool:
-        """A create with only rows of its own to write: no tags, uploads, chosen assignee or
-        team, and no SLA policy that applies to it (which would add its SLA row)."""
-        if body.tags or body.attachment_ids or body.assignee_id is not None or body.team_id is not None:
-            return False
-        return self.sla is None or not await self.sla.applies(session, values["priority"], values["category_id"])
+    @staticmethod
+    def _plain(body: TicketCreate) -> bool:
+        """A create with only rows of its own to write (its SLA row among them): no tags,
+        uploads, chosen assignee or team."""
+        return not (body.tags or body.attachment_ids or body.assignee_id is not None or body.team_id is not None)
 
     async def _insert_plain(
         self,
@@ -150,9 +150,11 @@ class TicketService:
         """A plain create: its rows by Core statements, on PostgreSQL one statement, one round
         trip (crud_ticket.insert_new_ticket); the ticket joins the session as if loaded."""
         now = values["created_at"]
+        sla = await self._new_ticket_sla(session, values, now)
         rows = await crud_ticket.insert_new_ticket(
             session,
             ticket=values,
+            sla=sla,
             message={"author_id": actor.id, "body": text, "internal": False, "channel": values["channel"]},
             event={"type": "ticket.created", "actor_id": actor.id, "internal": False},
             day=self._day(now).isoformat(),
@@ -174,6 +176,16 @@ class TicketService:
         )
         self._publish_after_commit(session, event, ticket)
         return ticket
+
+    async def _new_ticket_sla(self, session: AsyncSession, values: dict[str, Any], now: datetime) -> TicketSla | None:
+        """The SLA row of a plain create, if a policy applies; its due dates go into `values`."""
+        if self.sla is None:
+            return None
+        unsaved = Ticket(**values)  # in no session: read and given due dates by the SLA rules only
+        sla = await self.sla.new_ticket_sla(session, unsaved, now)
+        values["first_response_due_at"] = unsaved.first_response_due_at
+        values["resolution_due_at"] = unsaved.resolution_due_at
+        return sla
 
     async def _insert_step_by_step(
         self, session: AsyncSession, ticket: Ticket, body: TicketCreate, *, actor: User, tokens: SegmentedTicket | None

@@ -15,7 +15,8 @@ from app.crud import crud_ticket
 from app.models import Ticket, TicketNumberCounter
 from app.models.job import Job
 from app.models.search import SearchDoc
-from app.models.ticket import Message, TicketEvent
+from app.models.sla import SlaPolicy, TicketSla
+from app.models.ticket import Message, Priority, TicketEvent
 from app.models.user import Role
 from app.schemas.ticket import TicketRead
 from app.services.ticket import TicketService
@@ -338,11 +339,15 @@ async def test_list_runs_a_constant_number_of_statements(app, client, agent, cus
     assert len(queries) == 1, statements
 
 
-async def test_a_create_writes_its_rows_and_little_else(app, client, customer, database_url):
-    """A customer's ticket without an SLA policy (docs/benchmarks.md "HTTP throughput"): the
-    day's number, the ticket, its message, both search documents in one INSERT, the event and
-    its job; the answer is built from the session, not read back. On PostgreSQL all of it is
-    one statement (crud_ticket.insert_new_ticket): one round trip; on SQLite a Core statement per table."""
+@pytest.mark.parametrize("policy", [False, True], ids=["no-sla-policy", "sla-policy"])
+async def test_a_create_writes_its_rows_and_little_else(app, client, customer, database_url, policy):
+    """A customer's ticket (docs/benchmarks.md "HTTP throughput"): the day's number, the ticket,
+    its SLA row when a policy applies, its message, both search documents in one INSERT, the
+    event and its job; the answer is built from the session, not read back. On PostgreSQL all of
+    it is one statement (crud_ticket.insert_new_ticket): one round trip; on SQLite a Core
+    statement per table. A policy adds the business calendar's revision (SlaService.calendar)."""
+    if policy:
+        await add_policy_for_normal_tickets(app)
     await new_ticket(client, customer)  # warm: the login session and the SLA policies are cached
     statements: list[str] = []
 
@@ -356,21 +361,32 @@ async def test_a_create_writes_its_rows_and_little_else(app, client, customer, d
     finally:
         event.remove(engine, "before_cursor_execute", count)
     queries = [q for q in statements if not q.startswith("BEGIN")]
-    expected = ["ticket_number_counters", "tickets", "messages", "ticket_events", "jobs", "search_docs"]
+    calendar = ["business_calendars"] if policy else []
     if database_url.startswith("postgresql"):
-        assert len(queries) == 1, queries
-        assert re.findall(r"INSERT INTO (\w+)", queries[0]) == expected, queries
+        expected = ["ticket_number_counters", "tickets", "messages", "ticket_events", "jobs", "search_docs"]
+        assert [re.search(r"FROM (\w+)", q).group(1) for q in queries[:-1]] == calendar, queries
+        assert re.findall(r"INSERT INTO (\w+)", queries[-1]) == expected + (["ticket_slas"] if policy else [])
     else:
         tables = [re.search(r"(?:INTO|UPDATE|FROM) (\w+)", q).group(1) for q in queries]
-        assert tables == ["ticket_number_counters", "tickets", "messages", "search_docs", "ticket_events", "jobs"]
+        sla = ["ticket_slas"] if policy else []
+        expected = ["ticket_number_counters", "tickets", *sla, "messages", "search_docs", "ticket_events", "jobs"]
+        assert tables == calendar + expected
 
 
-async def test_a_plain_create_writes_what_a_create_by_the_unit_of_work_writes(app, client, customer, monkeypatch):
+@pytest.mark.parametrize("policy", [False, True], ids=["no-sla-policy", "sla-policy"])
+async def test_a_plain_create_writes_what_a_create_by_the_unit_of_work_writes(
+    app, client, customer, monkeypatch, policy
+):
     """The same create by both paths (a plain create by Core statements, one on PostgreSQL; one
-    with tags, uploads or an SLA policy by the unit of work): the same rows, the same answer,
-    but ids, numbers and times."""
+    with tags, uploads or a chosen assignee by the unit of work): the same rows, its SLA row and
+    due dates among them, the same answer, but ids, numbers and times. Both at the same instant,
+    so that the due dates match too."""
+    if policy:
+        await add_policy_for_normal_tickets(app)
+    instant = datetime.now(UTC)
+    monkeypatch.setattr("app.services.ticket.utcnow", lambda: instant)
     first = await new_ticket(client, customer)
-    monkeypatch.setattr(TicketService, "_plain", _never_plain)
+    monkeypatch.setattr(TicketService, "_plain", staticmethod(lambda body: False))
     second = await new_ticket(client, customer)
     assert first["id"] != second["id"]
     assert _without_own(first) == _without_own(second)
@@ -382,10 +398,20 @@ async def test_a_plain_create_writes_what_a_create_by_the_unit_of_work_writes(ap
     assert written[0]["jobs"] == [("events.dispatch", "pending", ["event_id"], "event:")]
     title, message = written[0]["search_docs"]
     assert (title[1:3], message[1:3], message[3]) == ((False, True), (False, False), title[0])
+    due = (first["first_response_due_at"], first["resolution_due_at"])
+    if policy:
+        assert None not in due
+        assert len(written[0]["ticket_slas"]) == 1
+        assert written[0]["ticket_slas"][0]["policy_id"] is not None
+        assert written[0]["ticket_slas"][0]["resolution_breach_at"] is not None
+    else:
+        assert due == (None, None)
+        assert written[0]["ticket_slas"] == []
 
 
-async def _never_plain(self, session, ticket, body):
-    return False
+async def add_policy_for_normal_tickets(app):
+    async with app.state.ctx.db.transaction() as session:
+        session.add(SlaPolicy(name="普通", priority=Priority.normal, first_response_minutes=240, resolution_minutes=90))
 
 
 def _without_own(ticket):
@@ -405,6 +431,7 @@ async def _rows_of(conn, ticket_id):
         .order_by(docs.c.id)
     )
     event_rows = (await conn.execute(select(events).where(events.c.ticket_id == ticket_id))).mappings().all()
+    slas = (await conn.execute(select(TicketSla.__table__).where(TicketSla.ticket_id == ticket_id))).mappings().all()
     event_keys = [f"event:{row['id']}" for row in event_rows]
     job_rows = (await conn.execute(select(jobs).where(jobs.c.idempotency_key.in_(event_keys)))).mappings().all()
     return {
@@ -413,6 +440,7 @@ async def _rows_of(conn, ticket_id):
         "search_docs": [(tokens, internal, is_title, context) for tokens, internal, is_title, context in doc_rows],
         "ticket_events": [(row["type"], row["actor_id"], row["internal"], sorted(row["data"])) for row in event_rows],
         "jobs": [(row["kind"], row["status"], sorted(row["payload"]), row["idempotency_key"][:6]) for row in job_rows],
+        "ticket_slas": [{key: value for key, value in row.items() if key != "ticket_id"} for row in slas],
     }
 
 
