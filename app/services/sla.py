@@ -232,11 +232,6 @@ class SlaService:
 
     # --- due dates ----------------------------------------------------------------------------
 
-    async def applies(self, session: AsyncSession, priority: Priority, category_id: int | None) -> bool:
-        """Whether a policy sets targets for a ticket of that priority and category (for a new
-        ticket without one, `refresh` writes nothing: no due date, no SLA row)."""
-        return (await self.policies.table(session)).choose(priority, category_id) is not None
-
     async def refresh(self, session: AsyncSession, ticket: Ticket, now: datetime, *, new: bool = False) -> None:
         """Brings the ticket's due dates and SLA row up to date after a change (bookkeeping:
         never bumps `version`). Cheap when nothing that matters changed: one primary-key read.
