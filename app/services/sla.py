@@ -40,7 +40,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.core.config import SlaSettings
 from app.crud import crud_sla
 from app.models.category import Category
-from app.models.sla import SlaPolicy, TicketSla
+from app.models.sla import BusinessCalendarRow, SlaPolicy, TicketSla
 from app.models.ticket import Priority, Ticket, TicketStatus
 from app.schemas.sla import BusinessCalendarDocument
 from app.services.business_calendar import DEFAULT_RULES, BusinessCalendar, CalendarRules
@@ -59,7 +59,7 @@ RESOLUTION = "resolution"
 
 CalendarSource = Literal["database", "file", "default"]
 # What choosing a ticket's policy reads: a commit writing any of these clears PolicyCache.
-POLICY_MODELS: tuple[type, ...] = (SlaPolicy, Category)
+POLICY_MODELS: tuple[type, ...] = (SlaPolicy, Category, BusinessCalendarRow)
 # Without Redis, how long another process may keep choosing by policies changed meanwhile.
 POLICY_CACHE_SECONDS = 10.0
 
@@ -152,6 +152,13 @@ class PolicyCache:
 
 
 @dataclass(frozen=True)
+class _KeptCalendar:
+    calendar: BusinessCalendar
+    generation: int  # PolicyCache's when it was read
+    until: float  # on PolicyCache's clock
+
+
+@dataclass(frozen=True)
 class _Alert:
     kind: str
     target: str
@@ -187,13 +194,14 @@ class SlaService:
         self.timezone = timezone
         self._file_rules: CalendarRules | None = None
         self._cached: CalendarState | None = None
+        self._kept_calendar: _KeptCalendar | None = None
         self.policies = PolicyCache()
 
     def load_file(self) -> None:
         """Reads HELPDESK_SLA__CALENDAR_FILE at start-up: a broken file stops the start."""
         path = self.settings.calendar_file
         self._file_rules = read_calendar_file(path) if path is not None else None
-        self._cached = None
+        self._cached = self._kept_calendar = None
 
     # --- the calendar -------------------------------------------------------------------------
 
@@ -218,7 +226,18 @@ class SlaService:
         return state
 
     async def calendar(self, session: AsyncSession) -> BusinessCalendar:
-        return (await self.calendar_state(session)).calendar
+        """The calendar due dates are computed with. Kept as long as the policies are: the commits
+        that clear PolicyCache (POLICY_MODELS) include the calendar's, so a ticket change reads
+        nothing for it; `calendar_state`, what admins are shown, reads the revision every time."""
+        kept = self._kept_calendar
+        if kept is not None and kept.generation == self.policies.generation and self.policies.clock() < kept.until:
+            return kept.calendar
+        generation = self.policies.generation
+        calendar = (await self.calendar_state(session)).calendar
+        if generation == self.policies.generation:  # no clear while it was read
+            until = self.policies.clock() + self.policies.ttl_seconds
+            self._kept_calendar = _KeptCalendar(calendar, generation, until)
+        return calendar
 
     async def save_calendar(
         self, session: AsyncSession, document: BusinessCalendarDocument | None, *, user_id: int
@@ -227,7 +246,7 @@ class SlaService:
         use it at once; tickets already running keep theirs until their next relevant change."""
         normalised = document.rules().document() if document is not None else None
         await crud_sla.save_calendar(session, normalised, user_id=user_id)
-        self._cached = None
+        self._cached = self._kept_calendar = None  # and, after the commit, everywhere (POLICY_MODELS)
         return await self.calendar_state(session)
 
     # --- due dates ----------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class TicketService:
         if not is_staff(actor):
             _refuse_fields(body, allowed=_CUSTOMER_CREATE_FIELDS)
         requester = await self._requester(session, body.requester_id, actor)
-        await self._check_references(
+        category = await self._check_references(
             session, category_id=body.category_id, assignee_id=body.assignee_id, team_id=body.team_id
         )
         # Segmented before the first write: on SQLite, outside the write lock every creator waits for.
@@ -126,6 +126,7 @@ class TicketService:
             ticket = Ticket(**values, number=_unnumbered(), tags=tags)
             await self._insert_step_by_step(session, ticket, body, actor=actor, tokens=tokens)
         await self._auto_assign(session, ticket)
+        del category  # held until here for the auto-assigner (see _check_references)
         await session.flush()
         # Flushed, not reloaded: callers want its id and number; the API answers with the read
         # model built from the session (crud_ticket.new_ticket_view), no statement.
@@ -245,7 +246,11 @@ class TicketService:
 
     async def _check_references(
         self, session: AsyncSession, *, category_id: int | None, assignee_id: int | None, team_id: int | None
-    ) -> None:
+    ) -> Category | None:
+        """422 for a reference to nothing (or to an inactive category, or to someone who cannot be
+        assigned). Returns the category: a caller that keeps it keeps it in the session's identity
+        map (which holds clean objects weakly), where the auto-assigner finds it without a query."""
+        category = None
         if category_id is not None:
             category = await session.get(Category, category_id)
             if category is None or not category.is_active:
@@ -256,6 +261,7 @@ class TicketService:
                 raise InvalidReference("assignee_id")
         if team_id is not None and await session.get(Team, team_id) is None:
             raise InvalidReference("team_id")
+        return category
 
     def _day(self, now: datetime) -> date:
         """The day a ticket's number counts in: the helpdesk's own time zone."""

@@ -351,6 +351,42 @@ async def test_a_policy_change_in_one_process_reaches_the_others_through_redis(a
                 await asyncio.sleep(0.02)
 
 
+HALF_AN_HOUR_ON_MONDAYS = {"week": {"mon": ["09:00-09:30"]}}
+
+
+def first_response_minutes(ticket: dict[str, Any]) -> float:
+    created, due = (at(ticket[key]) for key in ("created_at", "first_response_due_at"))
+    return (due - created).total_seconds() / 60
+
+
+async def test_a_calendar_saved_applies_to_the_next_ticket_at_once(client, admin, agent):
+    """Due dates use a kept calendar (no query per ticket); saving one drops it."""
+    await always_open(client, admin)
+    await new_policy(client, admin, first_response_minutes=60)
+    assert first_response_minutes(await new_ticket(client, agent)) == 60  # and the calendar is kept
+    saved = await client.put(CALENDAR, json=HALF_AN_HOUR_ON_MONDAYS, headers=bearer(admin))
+    assert saved.status_code == 200, saved.text
+    assert first_response_minutes(await new_ticket(client, agent)) > 7 * 24 * 60  # two Mondays away
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="HELPDESK_TEST_REDIS_URL is not set (CI sets it)")
+async def test_a_calendar_saved_in_one_process_reaches_the_others_through_redis(app, settings, admin, agent):
+    settings.redis_url = REDIS_URL
+    async with two_processes(settings) as (_, one, second, two):
+        second.state.ctx.sla.policies.ttl_seconds = 300  # longer than the wait: only Redis can clear it
+        await always_open(one, admin)
+        await new_policy(one, admin, first_response_minutes=60)
+        async with asyncio.timeout(10):
+            await second.state.sla_signal.subscribed.wait()
+            while first_response_minutes(await new_ticket(two, agent)) != 60:  # noqa: ASYNC110  # `second` keeps it
+                await asyncio.sleep(0.02)
+        saved = await one.put(CALENDAR, json=HALF_AN_HOUR_ON_MONDAYS, headers=bearer(admin))
+        assert saved.status_code == 200, saved.text
+        async with asyncio.timeout(10):
+            while first_response_minutes(await new_ticket(two, agent)) == 60:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+
 async def test_a_policy_deleted_elsewhere_a_moment_ago_does_not_fail_a_ticket(app, client, admin, agent):
     """Another process deleted the policy; this one has not heard yet (its cache still names
     it): the ticket is created all the same, its SLA row naming no policy."""
